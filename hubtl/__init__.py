@@ -1,0 +1,51 @@
+"""hubtl: adapt pretrained timm and transformers backbones, fine-tune with Accelerate, share on the Hub."""
+
+__version__ = "0.1.0"
+
+from .backbones import (  # noqa: E402
+    Backbone,
+    BackbonePlugin,
+    PluginInfo,
+    Preprocessor,
+    create_backbone,
+    get_plugin,
+    list_backbones,
+    list_plugins,
+    register_plugin,
+)
+from .errors import (  # noqa: E402
+    BackboneNotFoundError,
+    ConfigError,
+    DataError,
+    HubError,
+    HubtlError,
+    InvalidInputError,
+    ModelLoadError,
+    PluginUnavailableError,
+)
+from .heads import Head, HeadConfig  # noqa: E402
+from .model import TransferModel  # noqa: E402
+
+__all__ = [
+    "Backbone",
+    "BackboneNotFoundError",
+    "BackbonePlugin",
+    "ConfigError",
+    "DataError",
+    "Head",
+    "HeadConfig",
+    "HubError",
+    "HubtlError",
+    "InvalidInputError",
+    "ModelLoadError",
+    "PluginInfo",
+    "PluginUnavailableError",
+    "Preprocessor",
+    "TransferModel",
+    "__version__",
+    "create_backbone",
+    "get_plugin",
+    "list_backbones",
+    "list_plugins",
+    "register_plugin",
+]

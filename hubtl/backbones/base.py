@@ -1,0 +1,94 @@
+"""The transfer interface: what every backbone plugin implements (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+MODALITIES = ("image", "text")
+
+
+class Preprocessor(abc.ABC):
+    """Turns a list of raw examples into the batch dict a backbone's `forward` takes.
+
+    It is also a DataLoader `collate_fn`-friendly callable, so decoding and transforms run in the
+    DataLoader workers. `deterministic` says whether two calls on the same input give the same batch
+    (true for eval transforms and tokenizers, false for random augmentation): the feature cache uses it.
+    """
+
+    deterministic: bool = True
+
+    @abc.abstractmethod
+    def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Preprocess raw examples (PIL images or paths; strings) into one batch."""
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able preprocessing parameters, recorded in the saved model's config.json."""
+        return {}
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A pretrained network that maps a preprocessed batch to one pooled feature vector per example."""
+
+    modality: str = "image"
+    feature_dim: int = 0
+
+    @abc.abstractmethod
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return pooled features of shape [batch, feature_dim]."""
+
+    @abc.abstractmethod
+    def preprocessor(self, train: bool = False) -> Preprocessor:
+        """Return the preprocessor for training (augmenting) or evaluation (deterministic)."""
+
+    @abc.abstractmethod
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped from input to output; every parameter in exactly one group."""
+
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """JSON-able recipe that rebuilds this architecture offline: {"plugin", "name", "kwargs", ...}."""
+
+    def save_files(self, directory: Path) -> None:
+        """Write the files `from_spec` needs beside the weights (tokenizer, configs); none by default."""
+
+
+class BackbonePlugin(abc.ABC):
+    """Adapts one family of models (timm, transformers, ...) to the transfer interface."""
+
+    name: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+    #: pip package that provides the plugin, named in "plugin not installed" errors
+    package: ClassVar[str] = ""
+    #: version of the spec format this plugin writes; `from_spec` must read every version up to it
+    spec_version: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def create(self, model_name: str, pretrained: bool = True, **kwargs: Any) -> Backbone:
+        """Build a backbone, with pretrained weights when `pretrained` is true."""
+
+    @abc.abstractmethod
+    def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> Backbone:
+        """Rebuild the architecture of `spec` without downloading weights."""
+
+    @abc.abstractmethod
+    def list_models(self, pattern: str | None = None) -> list[str]:
+        """Model names this plugin can create, filtered by a shell-style `pattern`."""
+
+
+def frozen_parameters_report(module: nn.Module) -> tuple[int, int]:
+    """Return (trainable, total) parameter counts of a module."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders 'layer.10' after 'layer.9'."""
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]

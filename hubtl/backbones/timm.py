@@ -1,0 +1,171 @@
+"""The built-in `timm` plugin: any timm image model as a pooled-feature backbone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import BackboneNotFoundError, ConfigError, InvalidInputError, ModelLoadError
+from ..images import load_image
+from .base import Backbone, BackbonePlugin, Preprocessor
+from .registry import suggest
+
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+class ImagePreprocessor(Preprocessor):
+    """Decodes images and applies timm's transforms from the backbone's pretrained data config."""
+
+    def __init__(self, data_config: dict[str, Any], train: bool = False) -> None:
+        self.data_config = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
+        self.train = train
+        self.deterministic = not train
+        self._transform = None  # built lazily: keeps the object small to pickle into DataLoader workers
+
+    @property
+    def transform(self) -> Any:
+        """The torchvision transform timm builds for this data config."""
+        if self._transform is None:
+            self._transform = timm.data.create_transform(**self.data_config, is_training=self.train)
+        return self._transform
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_transform": None}
+
+    def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if len(examples) == 0:
+            raise InvalidInputError("No images given; pass at least one PIL image or image path.")
+        return {"pixel_values": torch.stack([self.transform(load_image(x)) for x in examples])}
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "image", **{k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}}
+
+
+class TimmBackbone(Backbone):
+    """A timm model created with `num_classes=0`, so its forward returns pooled features."""
+
+    modality = "image"
+
+    def __init__(self, model: nn.Module, model_name: str, kwargs: dict[str, Any], data_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.model_name = model_name
+        self.kwargs = kwargs
+        self.data_config = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
+        self.feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["pixel_values"])
+
+    def preprocessor(self, train: bool = False) -> ImagePreprocessor:
+        return ImagePreprocessor(self.data_config, train=train)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """timm's coarse parameter groups (stem, each stage, final norm), input to output."""
+        params = dict(self.model.named_parameters())
+        if hasattr(self.model, "group_matcher"):
+            groups = timm.models.group_parameters(self.model, self.model.group_matcher(coarse=True))
+            return [[params[n] for n in groups[key]] for key in sorted(groups) if groups[key]]
+        return [list(child.parameters()) for child in self.model.children() if any(True for _ in child.parameters())]
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "plugin": "timm",
+            "name": self.model_name,
+            "kwargs": self.kwargs,
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+        }
+
+
+class TimmPlugin(BackbonePlugin):
+    """Adapts every `timm` model to the transfer interface."""
+
+    name = "timm"
+    modality = "image"
+    package = "hubtl"
+
+    def create(
+        self,
+        model_name: str,
+        pretrained: bool = True,
+        checkpoint_path: str | None = None,
+        image_size: int | None = None,
+        **kwargs: Any,
+    ) -> TimmBackbone:
+        """Create `model_name`; weights from timm's Hub (`pretrained`) or a local `checkpoint_path`."""
+        _check_jsonable(kwargs, model_name)
+        model = self._create_model(model_name, pretrained=pretrained and checkpoint_path is None, **kwargs)
+        if checkpoint_path is not None:
+            _load_checkpoint(model, checkpoint_path)
+        data_config = timm.data.resolve_model_data_config(model)
+        if image_size is not None:
+            data_config["input_size"] = (3, int(image_size), int(image_size))
+        return TimmBackbone(model, model_name, kwargs, data_config)
+
+    def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TimmBackbone:
+        model = self._create_model(spec["name"], pretrained=False, **spec.get("kwargs", {}))
+        data_config = spec.get("data_config") or timm.data.resolve_model_data_config(model)
+        data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}
+        return TimmBackbone(model, spec["name"], dict(spec.get("kwargs", {})), data_config)
+
+    def list_models(self, pattern: str | None = None) -> list[str]:
+        return timm.list_models(pattern or "*")
+
+    def _create_model(self, model_name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+        """timm.create_model with errors that say what to do."""
+        if not timm.is_model(model_name):
+            raise suggest(model_name, timm.list_models(), "timm model", "See `hubtl backbones list 'timm:*'`.")
+        try:
+            return timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
+        except TypeError as err:
+            raise ConfigError(f"timm model {model_name!r} rejected backbone_kwargs {kwargs}: {err}") from err
+        except (OSError, RuntimeError, ValueError) as err:
+            if not pretrained:
+                raise
+            raise BackboneNotFoundError(
+                f"Could not get pretrained weights for timm:{model_name} ({type(err).__name__}: {err}). "
+                "Pass pretrained=False, or checkpoint_path='path/to/weights.safetensors' for weights on disk."
+            ) from err
+
+
+def _check_jsonable(kwargs: dict[str, Any], model_name: str) -> None:
+    """Backbone kwargs go into config.json, so they must be plain JSON values."""
+    try:
+        json.dumps(kwargs)
+    except TypeError as err:
+        raise ConfigError(f"backbone_kwargs for {model_name!r} must be JSON values (numbers, strings, lists): {err}") from err
+
+
+def _load_checkpoint(model: nn.Module, checkpoint_path: str) -> None:
+    """Load backbone weights from a local safetensors or torch file, ignoring the classifier."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint_path {checkpoint_path!r} does not exist; give the path of a weights file.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelLoadError(f"Could not read weights from {checkpoint_path}: {err}") from err
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own}
+    missing = [k for k in own if k not in kept and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ModelLoadError(
+            f"{checkpoint_path} lacks {len(missing)} weights of this model (e.g. {missing[:3]}); "
+            "is it a checkpoint of the same timm architecture?"
+        )
+    try:
+        model.load_state_dict(kept, strict=False)
+    except RuntimeError as err:
+        raise ModelLoadError(f"{checkpoint_path} does not fit this timm architecture: {err}") from err

@@ -1,0 +1,180 @@
+"""The built-in `transformers` plugin: any Hugging Face text encoder (`AutoModel`) as a pooled-feature backbone."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BackboneNotFoundError, ConfigError, InvalidInputError, ModelLoadError
+from .base import Backbone, BackbonePlugin, Preprocessor
+
+POOLINGS = ("cls", "mean")
+
+
+class TextPreprocessor(Preprocessor):
+    """Tokenizes a list of strings with padding and truncation."""
+
+    deterministic = True
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if isinstance(examples, str):
+            examples = [examples]
+        if len(examples) == 0:
+            raise InvalidInputError("No texts given; pass a non-empty list of strings.")
+        for i, text in enumerate(examples):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"Text input #{i} is a {type(text).__name__}, not a string; pass strings.")
+        return dict(
+            self.tokenizer(
+                list(examples), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "text", "max_length": self.max_length, "padding": True, "truncation": True}
+
+
+class TransformersBackbone(Backbone):
+    """An `AutoModel` encoder pooled by its [CLS] token or a mask-aware mean."""
+
+    modality = "text"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, model_name: str, pooling: str, max_length: int | None) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+        # The pooler head (BERT's tanh layer) is unused by cls/mean pooling; drop it so every parameter trains.
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.pooling = pooling
+        self.max_length = int(max_length or _default_max_length(model, tokenizer))
+        self.feature_dim = int(model.config.hidden_size)
+        # Tokenizer outputs the model's forward takes (DistilBERT takes no token_type_ids).
+        self._model_inputs = set(inspect.signature(model.forward).parameters)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.model(**{k: v for k, v in batch.items() if k in self._model_inputs}).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def preprocessor(self, train: bool = False) -> TextPreprocessor:
+        return TextPreprocessor(self.tokenizer, self.max_length)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Embeddings (and all before the layer stack), each encoder layer, then the rest."""
+        layers = _layer_stack(self.model)
+        in_layers = {id(p) for p in layers.parameters()}
+        before, after, seen_layers = [], [], False
+        for p in self.model.parameters():
+            if id(p) in in_layers:
+                seen_layers = True
+            elif seen_layers:
+                after.append(p)
+            else:
+                before.append(p)
+        groups = [before] + [list(layer.parameters()) for layer in layers] + [after]
+        return [g for g in groups if g]
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "plugin": "transformers",
+            "name": self.model_name,
+            "kwargs": {"pooling": self.pooling, "max_length": self.max_length},
+            "files": "backbone",
+        }
+
+    def save_files(self, directory: Path) -> None:
+        """Save the transformers config and the tokenizer, so the architecture rebuilds offline."""
+        self.model.config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+
+class TransformersPlugin(BackbonePlugin):
+    """Adapts Hugging Face `AutoModel` text encoders, by Hub ID or local directory."""
+
+    name = "transformers"
+    modality = "text"
+    package = "hubtl"
+
+    def create(
+        self, model_name: str, pretrained: bool = True, pooling: str = "mean", max_length: int | None = None, **kwargs: Any
+    ) -> TransformersBackbone:
+        """Load `model_name` (Hub ID or directory) with its tokenizer; random weights when not `pretrained`."""
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            config = AutoConfig.from_pretrained(model_name, **kwargs)
+            tokenizer = _load_tokenizer(model_name)
+            model = AutoModel.from_pretrained(model_name, config=config) if pretrained else AutoModel.from_config(config)
+        except (OSError, ValueError) as err:
+            where = "directory" if os.path.isdir(model_name) else "Hub ID"
+            raise BackboneNotFoundError(
+                f"Could not load transformers model {model_name!r} ({where}): {err}. Give a local directory with "
+                "config.json, tokenizer files and weights, or a Hub ID reachable from here (HF_ENDPOINT, cache)."
+            ) from err
+        return TransformersBackbone(model, tokenizer, model_name, pooling, max_length)
+
+    def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TransformersBackbone:
+        from transformers import AutoConfig, AutoModel
+
+        if files_dir is None or not (Path(files_dir) / "config.json").is_file():
+            raise ModelLoadError(f"The transformers config of backbone {spec['name']!r} is missing from {files_dir}.")
+        config = AutoConfig.from_pretrained(files_dir)
+        model = AutoModel.from_config(config)
+        tokenizer = _load_tokenizer(str(files_dir))
+        kwargs = spec.get("kwargs", {})
+        return TransformersBackbone(model, tokenizer, spec["name"], kwargs.get("pooling", "mean"), kwargs.get("max_length"))
+
+    def list_models(self, pattern: str | None = None) -> list[str]:
+        """Text encoders in the local Hugging Face cache (nothing here can search the online Hub)."""
+        import fnmatch
+
+        from huggingface_hub import scan_cache_dir
+
+        try:
+            repos = scan_cache_dir().repos
+        except Exception:  # no cache yet
+            return []
+        names = sorted(r.repo_id for r in repos if r.repo_type == "model")
+        return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def _load_tokenizer(source: str) -> Any:
+    """AutoTokenizer, with an error that says the tokenizer files are missing."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"No usable tokenizer in {source!r}: {err}. Save the tokenizer beside the model.") from err
+
+
+def _default_max_length(model: nn.Module, tokenizer: Any) -> int:
+    """The longest input both the tokenizer and the position embeddings allow, at most 512."""
+    limits = [512, getattr(model.config, "max_position_embeddings", 512) or 512]
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
+        limits.append(tokenizer.model_max_length)
+    return int(min(limits))
+
+
+def _layer_stack(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of transformer layers: the longest ModuleList in the model."""
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise ConfigError(f"{type(model).__name__} has no list of layers; layer_groups() cannot split it.")
+    return max(stacks, key=len)

@@ -1,0 +1,178 @@
+"""The `hubtl` command line: backbones, train, predict, push, card, hub serve, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import HubtlError
+
+
+def _backbones_list(args: argparse.Namespace) -> int:
+    """Print registered plugins (package, version, status) and the backbones matching a pattern."""
+    from .backbones.registry import list_backbones, list_plugins
+
+    for info in list_plugins():
+        status = "ok" if info.available else f"UNAVAILABLE: {info.error}"
+        print(f"# plugin {info.name} ({info.modality or '?'}) from {info.package or '?'} {info.version or ''} - {status}")
+    for name in list_backbones(args.pattern, modality=args.modality):
+        print(name)
+    return 0
+
+
+def _backbones_check(args: argparse.Namespace) -> int:
+    """Run the conformance kit on one backbone and print each check's result."""
+    from .testing import check_backbone
+
+    report = check_backbone(args.name, pretrained=args.pretrained, raise_on_failure=False, **_parse_kwargs(args.kwargs))
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Load a model by directory or Hub ID and print one JSON prediction per input."""
+    from .model import TransferModel
+
+    model = TransferModel.from_pretrained(args.model, revision=args.revision)
+    for raw, prediction in zip(args.inputs, model.predict(args.inputs, batch_size=args.batch_size)):
+        print(json.dumps({"input": raw, **prediction}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Fine-tune from a YAML config with `--key value` overrides."""
+    from .train import main as train_main
+
+    return train_main([args.config, *args.overrides])
+
+
+def _push(args: argparse.Namespace) -> int:
+    """Push a saved output directory to a Hub repo."""
+    from .hub.push import push_output_dir
+
+    url = push_output_dir(
+        args.output_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        token=args.token,
+    )
+    print(url)
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    """Render (and write) the model card of an output directory, and print it."""
+    from .cards import write_model_card
+
+    print(write_model_card(args.output_dir).content)
+    return 0
+
+
+def _hub_serve(args: argparse.Namespace) -> int:
+    """Run the self-hosted Hub-compatible server."""
+    from .hub.server import serve
+
+    serve(args.root, host=args.host, port=args.port, token=args.token)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The main job: fine-tune, push with a card, load back by Hub ID, predict."""
+    from .demo import run_demo
+
+    return run_demo(workdir=args.workdir, endpoint=args.endpoint)
+
+
+def _parse_kwargs(pairs: Sequence[str]) -> dict[str, object]:
+    """Turn ['key=value', ...] into a dict, values parsed as JSON when they can be."""
+    kwargs: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise HubtlError(f"Backbone argument {pair!r} must look like key=value.")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="hubtl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    backbones = sub.add_parser("backbones", help="list and check backbone plugins").add_subparsers(
+        dest="action", required=True
+    )
+    p = backbones.add_parser("list", help="list plugins and backbones, e.g. 'timm:resnet*'")
+    p.add_argument("pattern", nargs="?", default=None)
+    p.add_argument("--modality", choices=["image", "text"], default=None)
+    p.set_defaults(func=_backbones_list)
+    p = backbones.add_parser("check", help="run the conformance kit on a backbone, e.g. timm:resnet18")
+    p.add_argument("name")
+    p.add_argument("kwargs", nargs="*", help="backbone arguments as key=value")
+    p.add_argument("--pretrained", action="store_true", help="load pretrained weights (default: random, no download)")
+    p.set_defaults(func=_backbones_check)
+
+    p = sub.add_parser("train", help="fine-tune from a YAML config; any key can be overridden as --key value")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="predict with a saved model (directory or Hub ID)")
+    p.add_argument("model")
+    p.add_argument("inputs", nargs="+", help="image paths or texts")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("push", help="push a saved output directory to a Hub repo")
+    p.add_argument("output_dir")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    p.add_argument("--commit-message", default=None)
+    p.add_argument("--token", default=None)
+    p.set_defaults(func=_push)
+
+    p = sub.add_parser("card", help="render the model card of an output directory")
+    p.add_argument("output_dir")
+    p.set_defaults(func=_card)
+
+    hub = sub.add_parser("hub", help="the self-hosted Hub-compatible server").add_subparsers(dest="action", required=True)
+    p = hub.add_parser("serve", help="serve Hub repos stored under --root")
+    p.add_argument("--root", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=None, help="token required for writes")
+    p.set_defaults(func=_hub_serve)
+
+    p = sub.add_parser("demo", help="the whole story: fine-tune, push with a card, load by Hub ID, predict")
+    p.add_argument("--workdir", default=None, help="where outputs and the local Hub live (default: a temp dir)")
+    p.add_argument("--endpoint", default=None, help="use this Hub instead of starting a local one (or HF_ENDPOINT)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hubtl` console script; hubtl errors print one clear line, not a traceback."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except HubtlError as err:
+        print(f"hubtl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,627 @@
+"""Datasets for fine-tuning: Hub datasets, image folders and csv/tsv/json/parquet files as (raw input, target) pairs."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets.data_files import DataFilesDict, get_data_patterns
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+from torch.utils.data import Dataset as TorchDataset
+
+from .errors import ConfigError, DataError
+from .images import describe, is_readable_image
+
+logger = logging.getLogger("hubtl")
+
+TASKS = ("classification", "multi_label", "regression")
+MODALITIES = ("image", "text")
+#: split names taken as the eval split, in this order, when `eval_split` is not set
+EVAL_SPLIT_NAMES = ("validation", "val", "valid", "dev", "test")
+
+_TABULAR_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
+                    ".parquet": "parquet"}
+_IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in ImageFolder.EXTENSIONS)
+_FORMAT_NAMES = ("csv", "tsv", "json", "parquet", "imagefolder")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_SUPPORTED = "a Hub dataset ID, an image folder (one sub-folder per class) or csv/tsv/json/jsonl/parquet files"
+_CHECK_CHUNK = 512
+
+
+@dataclass
+class DatasetConfig:
+    """Where a fine-tuning dataset comes from and which columns hold inputs and labels."""
+
+    path: str
+    name: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+    label_column: str = "label"
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    column_names: list[str] | None = None
+    validation_size: float = 0.1
+    label_separator: str = ","
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+class TransferDataset(TorchDataset):
+    """(raw input, target) pairs over rows of one Hugging Face dataset split; inputs stay undecoded."""
+
+    def __init__(self, source: datasets.Dataset, column: str, indices: np.ndarray, targets: torch.Tensor) -> None:
+        self.source = source.select_columns([column])
+        self.column = column
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = targets
+        if len(self.indices) != len(self.targets):
+            raise ValueError("indices and targets differ in length")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+        row = self.source[int(self.indices[index])]
+        return row[self.column], self.targets[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, torch.Tensor]]:
+        """Fetch a whole batch with one Arrow read (the DataLoader uses this when present)."""
+        rows = self.source[[int(self.indices[i]) for i in indices]][self.column]
+        return list(zip(rows, self.targets[list(indices)]))
+
+
+@dataclass
+class TransferData:
+    """Train and eval datasets of (raw input, target) pairs, with the class names and what was skipped."""
+
+    train: TorchDataset
+    eval: TorchDataset
+    labels: list[str] | None
+    modality: str
+    skipped: list[str]
+
+
+def load_transfer_data(
+    cfg: DatasetConfig,
+    *,
+    task: str,
+    modality: str,
+    labels: list[str] | None = None,
+    num_outputs: int = 1,
+    seed: int = 42,
+    strict: bool = False,
+) -> TransferData:
+    """Load, check and split a dataset for fine-tuning; every problem raises before training starts."""
+    _check_arguments(cfg, task, modality, labels, num_outputs)
+    splits, base_dir = _load_splits(cfg)
+    train_ds, eval_ds, eval_name = _pick_splits(splits, cfg)
+    split_sets = [(cfg.train_split, train_ds)] + ([(eval_name, eval_ds)] if eval_ds is not None else [])
+
+    column = _input_column(train_ds, cfg, modality)
+    for split, ds in split_sets:
+        _require_column(ds, column, split, cfg, f"{modality} column")
+        _require_column(ds, cfg.label_column, split, cfg, "label column")
+    if modality == "image":
+        train_ds = _prepare_image_column(train_ds, column, base_dir)
+        eval_ds = _prepare_image_column(eval_ds, column, base_dir) if eval_ds is not None else None
+    else:
+        for split, ds in split_sets:
+            _check_text_column(ds, column, split)
+
+    label_values = {split: _label_values(ds, cfg.label_column) for split, ds in split_sets}
+    names: list[str] | None = None
+    if task == "regression":
+        targets = {split: _regression_targets(v, cfg.label_column, split, num_outputs)
+                   for split, v in label_values.items()}
+    else:
+        per_row = {split: _label_lists(v, task, cfg, split) for split, v in label_values.items()}
+        feature_names = _class_names(train_ds.features[cfg.label_column])
+        names, mapping = _label_mapping(per_row, labels, feature_names, cfg.label_column)
+        targets = {split: _class_targets(rows, mapping, task, len(names)) for split, rows in per_row.items()}
+
+    train_idx = np.arange(len(train_ds))
+    if eval_ds is None:
+        eval_ds, eval_name = train_ds, f"{cfg.train_split} (carved out)"
+        stratify = targets[cfg.train_split] if task == "classification" else None
+        train_idx, eval_idx = _carve(len(train_ds), cfg.validation_size, seed, stratify, names)
+        train_targets, eval_targets = targets[cfg.train_split][train_idx], targets[cfg.train_split][eval_idx]
+    else:
+        eval_idx = np.arange(len(eval_ds))
+        train_targets, eval_targets = targets[cfg.train_split], targets[eval_name]
+
+    train_idx, train_targets = _cap(train_idx, train_targets, cfg.max_train_samples, seed)
+    eval_idx, eval_targets = _cap(eval_idx, eval_targets, cfg.max_eval_samples, seed)
+
+    skipped: list[str] = []
+    if modality == "image":
+        train_keep, train_bad = _readable(train_ds, column, train_idx)
+        eval_keep, eval_bad = _readable(eval_ds, column, eval_idx)
+        skipped = train_bad + eval_bad
+        if skipped and strict:
+            raise DataError(
+                f"{len(skipped)} file(s) are not readable images: {_preview(skipped, 20)}. "
+                "Remove or replace them, or run without strict to skip them."
+            )
+        if skipped:
+            logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
+        train_idx, train_targets = train_idx[train_keep], train_targets[train_keep]
+        eval_idx, eval_targets = eval_idx[eval_keep], eval_targets[eval_keep]
+
+    for split, idx in ((cfg.train_split, train_idx), (eval_name, eval_idx)):
+        if len(idx) == 0:
+            raise DataError(f"Split '{split}' of {cfg.path} has no usable examples left; add examples to it.")
+    return TransferData(
+        train=TransferDataset(train_ds, column, train_idx, train_targets),
+        eval=TransferDataset(eval_ds, column, eval_idx, eval_targets),
+        labels=names,
+        modality=modality,
+        skipped=skipped,
+    )
+
+
+class _Collate:
+    """DataLoader collate_fn: preprocess the raw inputs, stack the targets (a class, so it pickles)."""
+
+    def __init__(self, preprocessor: Callable[[list[Any]], dict[str, torch.Tensor]], task: str) -> None:
+        self.preprocessor = preprocessor
+        self.task = task
+
+    def __call__(self, examples: list[tuple[Any, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        inputs = [raw for raw, _ in examples]
+        targets = torch.stack([torch.as_tensor(target) for _, target in examples])
+        targets = targets.long() if self.task == "classification" else targets.float()
+        return self.preprocessor(inputs), targets
+
+
+def make_collate(
+    preprocessor: Callable[[list[Any]], dict[str, torch.Tensor]], task: str
+) -> Callable[[list[tuple]], tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """Build a picklable collate_fn turning (raw input, target) pairs into (batch dict, stacked targets)."""
+    if task not in TASKS:
+        raise ConfigError(f"Unknown task '{task}'; use one of {', '.join(TASKS)}.")
+    return _Collate(preprocessor, task)
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[str] | None, num_outputs: int) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"Unknown task '{task}'; use one of {', '.join(TASKS)}.")
+    if modality not in MODALITIES:
+        raise ConfigError(f"Unknown modality '{modality}'; use one of {', '.join(MODALITIES)}.")
+    if not cfg.path:
+        raise ConfigError(f"DatasetConfig.path is empty; give {_SUPPORTED}.")
+    if not 0.0 < float(cfg.validation_size) < 1.0:
+        raise ConfigError(f"validation_size must be a fraction between 0 and 1, got {cfg.validation_size}.")
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = getattr(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{key} must be a positive integer or unset, got {value!r}.")
+    if task == "regression":
+        if labels is not None:
+            raise ConfigError("labels apply to classification and multi_label tasks only; leave them unset for regression.")
+        if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+            raise ConfigError(f"num_outputs must be a positive integer, got {num_outputs!r}.")
+    if labels is not None:
+        if not labels or not all(isinstance(name, str) and name for name in labels):
+            raise ConfigError(f"labels must be a non-empty list of non-empty strings, got {labels!r}.")
+        duplicates = sorted({name for name in labels if labels.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"labels has duplicates: {duplicates}; give each class once.")
+    if task == "multi_label" and not cfg.label_separator:
+        raise ConfigError("label_separator is empty; set it to the character between labels, e.g. ','.")
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def _load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
+    """Load every split of the source; also return the folder relative image paths resolve against."""
+    path = os.path.expanduser(cfg.path)
+    if cfg.data_files is not None:
+        if os.path.isdir(path):
+            files = _resolve_data_files(cfg.data_files, path)
+            return _load_local(files, cfg), path
+        if cfg.path in _FORMAT_NAMES:
+            files = _resolve_data_files(cfg.data_files, os.getcwd())
+            return _load_local(files, cfg, fmt=cfg.path), os.getcwd()
+        if os.path.isfile(path):
+            raise ConfigError(f"path {cfg.path} is a file and data_files is set too; give one or the other.")
+    elif os.path.isfile(path):
+        return _load_local({"train": [os.path.abspath(path)]}, cfg), os.path.dirname(os.path.abspath(path))
+    elif os.path.isdir(path):
+        return _load_directory(os.path.abspath(path), cfg), os.path.abspath(path)
+    if not _HUB_ID.match(cfg.path) or _extension(cfg.path) in _TABULAR_FORMATS or _extension(cfg.path) in _IMAGE_EXTENSIONS:
+        raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {_SUPPORTED}.")
+    return _load_hub(cfg), None
+
+
+def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
+    try:
+        loaded = datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
+    except Exception as err:  # noqa: BLE001 - any failure here means the dataset cannot be used
+        raise DataError(
+            f"{cfg.path} is not a local path, and loading it as a Hub dataset failed: {type(err).__name__}: {err}. "
+            "Check the dataset ID (and config name), your connection or HF_ENDPOINT, or give a local path."
+        ) from err
+    return _as_dict(loaded)
+
+
+def _load_directory(path: str, cfg: DatasetConfig) -> datasets.DatasetDict:
+    exts = {_extension(f) for _, _, names in os.walk(path) for f in names if not f.startswith(".")}
+    if exts & _IMAGE_EXTENSIONS:
+        return _read(("imagefolder", {"data_dir": path}), cfg)
+    if not exts & set(_TABULAR_FORMATS):
+        raise DataError(f"{cfg.path} holds no image files and no csv/tsv/json/jsonl/parquet files; give {_SUPPORTED}.")
+    found = DataFilesDict.from_patterns(get_data_patterns(path), base_path=path)
+    files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
+             for split, split_files in found.items()}
+    return _load_local({split: f for split, f in files.items() if f}, cfg)
+
+
+def _resolve_data_files(data_files: str | list[str] | dict[str, Any], base: str) -> dict[str, list[str]]:
+    """Normalise data_files to {split: [absolute existing files]}, expanding glob patterns."""
+    if isinstance(data_files, (str, os.PathLike)):
+        data_files = {"train": [data_files]}
+    elif not isinstance(data_files, dict):
+        data_files = {"train": list(data_files)}
+    resolved: dict[str, list[str]] = {}
+    for split, entries in data_files.items():
+        entries = [entries] if isinstance(entries, (str, os.PathLike)) else list(entries)
+        files: list[str] = []
+        for entry in entries:
+            full = os.path.join(base, os.path.expanduser(os.fspath(entry)))
+            matches = sorted(glob.glob(full, recursive=True)) if glob.has_magic(full) else [full]
+            matches = [m for m in matches if os.path.isfile(m)]
+            if not matches:
+                raise DataError(f"Data file not found: {entry} (looked in {base}). Check data_files.")
+            files.extend(os.path.abspath(m) for m in matches)
+        resolved[str(split)] = files
+    return resolved
+
+
+def _load_local(files: dict[str, list[str]], cfg: DatasetConfig, fmt: str | None = None) -> datasets.DatasetDict:
+    if not files:
+        raise DataError(f"No data files found for {cfg.path}; give {_SUPPORTED}.")
+    if fmt is None:
+        formats = set()
+        for f in (f for split_files in files.values() for f in split_files):
+            ext = _extension(f)
+            if ext in _TABULAR_FORMATS:
+                formats.add(_TABULAR_FORMATS[ext])
+            elif ext in _IMAGE_EXTENSIONS:
+                formats.add("imagefolder")
+            else:
+                raise DataError(
+                    f"Unsupported file extension '{ext or os.path.basename(f)}' ({f}); "
+                    "use .csv, .tsv, .json, .jsonl or .parquet files, or a folder of images."
+                )
+        if len(formats) > 1:
+            raise DataError(f"data files mix formats ({', '.join(sorted(formats))}); use one format for all splits.")
+        fmt = formats.pop()
+    return _read(_builder(fmt, cfg), cfg, files)
+
+
+def _builder(fmt: str, cfg: DatasetConfig) -> tuple[str, dict[str, Any]]:
+    """The `datasets` builder and its options for one file format."""
+    if cfg.column_names is not None and fmt not in ("csv", "tsv"):
+        raise ConfigError(f"column_names only applies to header-less csv/tsv files, not {fmt}; remove it.")
+    if fmt in ("csv", "tsv"):
+        # only empty cells are missing: sentences such as "null" or "NA" stay text
+        options: dict[str, Any] = {"keep_default_na": False, "na_values": [""]}
+        if fmt == "tsv":
+            options.update(sep="\t", quoting=csv.QUOTE_NONE)
+        if cfg.column_names is not None:
+            options["column_names"] = list(cfg.column_names)
+        return "csv", options
+    return fmt, {}
+
+
+def _read(
+    builder: tuple[str, dict[str, Any]], cfg: DatasetConfig, files: dict[str, list[str]] | None = None
+) -> datasets.DatasetDict:
+    name, options = builder
+    try:
+        loaded = datasets.load_dataset(name, data_files=files, **options)
+    except Exception as err:  # noqa: BLE001 - parser errors come in many types
+        raise DataError(
+            f"Could not read {cfg.path} as {name}: {type(err).__name__}: {err}. "
+            "Check the file format, its header (column_names for header-less csv/tsv) and delimiter."
+        ) from err
+    return _as_dict(loaded)
+
+
+def _as_dict(loaded: Any) -> datasets.DatasetDict:
+    if isinstance(loaded, datasets.Dataset):
+        return datasets.DatasetDict({"train": loaded})
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DataError(f"Expected a map-style dataset, got {type(loaded).__name__}; streaming is not supported.")
+    return loaded
+
+
+def _extension(path: str) -> str:
+    return os.path.splitext(os.fspath(path))[1].lower()
+
+
+# --- splits and columns --------------------------------------------------------------------------
+
+
+def _pick_splits(
+    splits: datasets.DatasetDict, cfg: DatasetConfig
+) -> tuple[datasets.Dataset, datasets.Dataset | None, str | None]:
+    """Return (train, eval or None when one must be carved out, eval split name)."""
+    available = ", ".join(splits) or "none"
+    if cfg.train_split not in splits:
+        raise DataError(f"Train split '{cfg.train_split}' not found in {cfg.path}; it has: {available}. Set train_split.")
+    if cfg.eval_split is not None:
+        if cfg.eval_split not in splits:
+            raise DataError(
+                f"Eval split '{cfg.eval_split}' not found in {cfg.path}; it has: {available}. "
+                "Set eval_split to one of them, or leave it unset to carve one out of the train split."
+            )
+        eval_name: str | None = cfg.eval_split
+    else:
+        eval_name = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != cfg.train_split), None)
+    for split in filter(None, (cfg.train_split, eval_name)):
+        if len(splits[split]) == 0:
+            raise DataError(f"Split '{split}' of {cfg.path} is empty; add examples to it.")
+    return splits[cfg.train_split], splits[eval_name] if eval_name else None, eval_name
+
+
+def _input_column(ds: datasets.Dataset, cfg: DatasetConfig, modality: str) -> str:
+    if modality == "image":
+        if cfg.image_column is not None:
+            return cfg.image_column
+        if "image" in ds.column_names:
+            return "image"
+        image_columns = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
+        return image_columns[0] if len(image_columns) == 1 else "image"
+    if cfg.text_column is not None:
+        return cfg.text_column
+    return next((c for c in ("text", "sentence") if c in ds.column_names), "text")
+
+
+def _require_column(ds: datasets.Dataset, column: str, split: str, cfg: DatasetConfig, what: str) -> None:
+    if column in ds.column_names:
+        return
+    key = {"label column": "label_column", "image column": "image_column", "text column": "text_column"}[what]
+    hint = ""
+    if what == "label column" and set(ds.column_names) <= {"image"}:
+        hint = " For an image folder, put the images in one sub-folder per class (at least two classes)."
+    raise DataError(
+        f"The {what} '{column}' is not in split '{split}' of {cfg.path}; its columns are: "
+        f"{', '.join(ds.column_names)}. Set {key} to one of them.{hint}"
+    )
+
+
+def _prepare_image_column(ds: datasets.Dataset, column: str, base_dir: str | None) -> datasets.Dataset:
+    """Keep images undecoded: datasets' {"bytes", "path"} dicts, or absolute file paths."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Image):
+        return ds.cast_column(column, datasets.Image(decode=False))
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        if base_dir is None:
+            return ds
+        return ds.map(_AbsolutePaths(column, base_dir), batched=True, desc="Resolving image paths")
+    raise DataError(f"Image column '{column}' holds {feature}, not images or image file paths; set image_column.")
+
+
+class _AbsolutePaths:
+    """Batched map function resolving relative image paths against the data files' folder."""
+
+    def __init__(self, column: str, base_dir: str) -> None:
+        self.column, self.base_dir = column, base_dir
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return {self.column: [p if p is None or os.path.isabs(p) or "://" in p else os.path.join(self.base_dir, p)
+                              for p in batch[self.column]]}
+
+
+def _check_text_column(ds: datasets.Dataset, column: str, split: str) -> None:
+    feature = ds.features[column]
+    is_string = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+    if is_string and ds.data.column(column).null_count == 0:
+        return
+    for row, value in enumerate(ds[column]):
+        if not isinstance(value, str):
+            raise DataError(
+                f"Text column '{column}' must hold strings, but row {row} of split '{split}' holds "
+                f"{value!r} ({type(value).__name__}). Fix that row, or set text_column to the column with the text."
+            )
+
+
+# --- labels and targets --------------------------------------------------------------------------
+
+
+def _class_names(feature: Any) -> list[str] | None:
+    """Class names of a ClassLabel feature, or of the ClassLabel inside a list feature."""
+    inner = getattr(feature, "feature", None)
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if isinstance(inner, datasets.ClassLabel):
+        return list(inner.names)
+    return None
+
+
+def _label_values(ds: datasets.Dataset, column: str) -> list[Any]:
+    """The label column as Python values, ClassLabel ids turned into their names (-1 into None)."""
+    values = ds[column]
+    names = _class_names(ds.features[column])
+    if names is None:
+        return values
+
+    def name(v: Any) -> Any:
+        return names[v] if isinstance(v, int) and 0 <= v < len(names) else None
+
+    return [[name(v) for v in row] if isinstance(row, list) else name(row) for row in values]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _value_name(value: Any) -> str:
+    """The class name a raw label value stands for: 3 and 3.0 are both '3'."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _label_lists(values: list[Any], task: str, cfg: DatasetConfig, split: str) -> list[Any]:
+    """Classification: one value per row; multi-label: a list of values per row."""
+    if task == "classification":
+        missing = [row for row, v in enumerate(values) if _is_missing(v)]
+        if missing:
+            raise DataError(
+                f"{len(missing)} row(s) of split '{split}' have no label in column '{cfg.label_column}' "
+                f"(rows {_preview(missing, 5)}). Fill them in, or pick a labelled split as eval_split."
+            )
+        lists = [row for row, v in enumerate(values) if isinstance(v, (list, tuple))]
+        if lists:
+            raise DataError(
+                f"Row {lists[0]} of split '{split}' has several labels ({values[lists[0]]!r}) but the task is "
+                "classification (one label per example); use task multi_label."
+            )
+        return values
+    rows = []
+    for v in values:
+        if _is_missing(v):
+            rows.append([])
+        elif isinstance(v, str):
+            rows.append([part.strip() for part in v.split(cfg.label_separator) if part.strip()])
+        elif isinstance(v, (list, tuple)):
+            rows.append([x for x in v if not _is_missing(x)])
+        else:
+            rows.append([v])
+    return rows
+
+
+def _label_mapping(
+    per_split: dict[str, list[Any]], given: list[str] | None, feature_names: list[str] | None, column: str
+) -> tuple[list[str], dict[Any, int]]:
+    """Class names in id order, and the id of every distinct raw label value."""
+    distinct: dict[Any, None] = {}
+    for rows in per_split.values():
+        for row in rows:
+            for v in row if isinstance(row, list) else (row,):
+                distinct.setdefault(v, None)
+    values = list(distinct)
+    names = list(given or feature_names or _sorted_names(values))
+    position = {n: i for i, n in enumerate(names)}
+    if all(_value_name(v) in position for v in values):
+        return names, {v: position[_value_name(v)] for v in values}
+    is_id = [isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v < len(names) for v in values]
+    if given is not None and feature_names is None and all(is_id):
+        return names, {v: int(v) for v in values}
+    offending = sorted({_value_name(v) for v in values if _value_name(v) not in position})
+    fix = (
+        "Add them to labels, pass integer ids below the number of labels, or leave labels unset to take the classes "
+        "from the data."
+        if given is not None
+        else "Make every split use the same classes as the train split."
+    )
+    raise DataError(
+        f"Label column '{column}' has {len(offending)} value(s) outside the label set {_preview(names, 10)}: "
+        f"{_preview(offending, 5)}. {fix}"
+    )
+
+
+def _sorted_names(values: list[Any]) -> list[str]:
+    if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        ordered = sorted(values)
+    else:
+        ordered = sorted(values, key=_value_name)
+    return list(dict.fromkeys(_value_name(v) for v in ordered))
+
+
+def _class_targets(rows: list[Any], mapping: dict[Any, int], task: str, num_labels: int) -> torch.Tensor:
+    if task == "classification":
+        return torch.tensor([mapping[v] for v in rows], dtype=torch.long)
+    targets = torch.zeros(len(rows), num_labels, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        targets[i, [mapping[v] for v in row]] = 1.0
+    return targets
+
+
+def _regression_targets(values: list[Any], column: str, split: str, num_outputs: int) -> torch.Tensor:
+    out = np.empty((len(values), num_outputs), dtype=np.float32)
+    for row, v in enumerate(values):
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        numeric = all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in items)
+        if not numeric or len(items) != num_outputs:
+            expected = "a number" if num_outputs == 1 else f"a list of {num_outputs} numbers"
+            raise DataError(
+                f"Regression label column '{column}' must hold {expected}, but row {row} of split '{split}' holds "
+                f"{v!r}. Fix that row, or check label_column and num_outputs."
+            )
+        out[row] = items
+    return torch.from_numpy(out)
+
+
+# --- splitting, capping, checking images --------------------------------------------------------
+
+
+def _carve(
+    n: int, size: float, seed: int, stratify: torch.Tensor | None, names: list[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (and, for classification, stratified) train/eval split of row indices."""
+    if n < 2:
+        raise DataError(f"Cannot carve an eval split out of {n} example(s); add examples or give an eval split.")
+    features = {"i": datasets.Value("int64")}
+    columns: dict[str, Any] = {"i": np.arange(n)}
+    if stratify is not None:
+        features["y"] = datasets.ClassLabel(names=names)
+        columns["y"] = stratify.numpy()
+    table = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    try:
+        parts = table.train_test_split(test_size=size, seed=seed, stratify_by_column="y" if stratify is not None else None)
+    except ValueError as err:
+        if stratify is None:
+            raise DataError(f"Cannot carve an eval split out of {n} example(s): {err}") from err
+        logger.warning("Eval split carved out without stratification (%s).", err)
+        parts = table.train_test_split(test_size=size, seed=seed)
+    return np.asarray(parts["train"]["i"], dtype=np.int64), np.asarray(parts["test"]["i"], dtype=np.int64)
+
+
+def _cap(indices: np.ndarray, targets: torch.Tensor, limit: int | None, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    if limit is None or limit >= len(indices):
+        return indices, targets
+    chosen = np.random.default_rng(seed).permutation(len(indices))[:limit]
+    return indices[chosen], targets[torch.from_numpy(chosen)]
+
+
+def _readable(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Decode every image once (threads: PIL releases the GIL); return a keep-mask and the bad files."""
+    keep = np.ones(len(indices), dtype=bool)
+    bad: list[str] = []
+    with ThreadPoolExecutor(max_workers=min(32, 2 * (os.cpu_count() or 1))) as pool:
+        for start in range(0, len(indices), _CHECK_CHUNK):
+            chunk = [int(i) for i in indices[start:start + _CHECK_CHUNK]]
+            raw = ds[chunk][column]
+            for offset, ok in enumerate(pool.map(is_readable_image, raw)):
+                if not ok:
+                    keep[start + offset] = False
+                    value = raw[offset]
+                    has_name = value is not None and not (isinstance(value, dict) and not value.get("path"))
+                    bad.append(describe(value) if has_name else f"<row {chunk[offset]}: no image file>")
+    return keep, bad
+
+
+def _preview(items: Iterable[Any], limit: int) -> str:
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

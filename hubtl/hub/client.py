@@ -1,0 +1,152 @@
+"""Talking to a Hub through `huggingface_hub`: find a model's files locally or download them, push a folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import HubError, ModelLoadError
+
+logger = logging.getLogger("hubtl")
+
+T = TypeVar("T")
+
+#: Seconds to wait before each retry when the Hub cannot be reached.
+RETRY_DELAYS = (1.0, 2.0, 4.0)
+
+
+def endpoint() -> str:
+    """The Hub endpoint the client talks to (HF_ENDPOINT or huggingface.co)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """True for network failures worth retrying (refused, reset, timed out), whatever HTTP library raised them."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    chain = [err, err.__cause__, err.__context__]
+    for e in chain:
+        if e is None:
+            continue
+        names = {cls.__name__ for cls in type(e).__mro__}
+        if isinstance(e, (ConnectionError, TimeoutError)) or names & {"TransportError", "ConnectError", "TimeoutException"}:
+            return True
+    return isinstance(err, LocalEntryNotFoundError) and "Connect" in str(err)
+
+
+def with_retries(action: Callable[[], T], what: str) -> T:
+    """Run a Hub call, retrying with back-off while the Hub is unreachable, then raise a clear HubError."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return action()
+        except Exception as err:
+            if not is_unreachable(err):
+                raise
+            if delay is None:
+                raise HubError(
+                    f"Could not reach the Hub at {endpoint()} to {what} after {len(RETRY_DELAYS) + 1} tries ({err}). "
+                    "Check HF_ENDPOINT and your network, or start a local Hub with `hubtl hub serve`."
+                ) from err
+            logger.warning("Hub at %s unreachable (%s); retrying in %.0fs.", endpoint(), type(err).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Check a Hub repo ID ('name' or 'namespace/name'), raising a HubError that shows the expected form."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as _validate
+
+    try:
+        _validate(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"{repo_id!r} is not a valid Hub repo ID: {err} Use 'namespace/name', e.g. 'me/resnet-ants'.") from err
+    return repo_id
+
+
+def resolve_model_dir(
+    model_id: str | os.PathLike,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    allow_patterns: list[str] | None = None,
+) -> Path:
+    """Return a local directory holding the model: `model_id` itself, or its Hub snapshot (HF cache)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return path
+    text = os.fspath(model_id)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text:
+        raise ModelLoadError(f"No model directory at {text}. Give an existing directory or a Hub ID 'namespace/name'.")
+    repo_id = validate_repo_id(text)
+
+    def download() -> str:
+        return snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            allow_patterns=allow_patterns,
+        )
+
+    try:
+        return Path(with_retries(download, f"download {repo_id}"))
+    except RepositoryNotFoundError as err:
+        raise ModelLoadError(
+            f"No model repo {repo_id!r} at {endpoint()}, or it is private (log in with `hf auth login` or set HF_TOKEN)."
+        ) from err
+    except RevisionNotFoundError as err:
+        raise ModelLoadError(f"Repo {repo_id!r} has no revision {revision!r}; give a branch, tag or commit SHA that exists.") from err
+    except LocalEntryNotFoundError as err:
+        raise HubError(
+            f"{repo_id!r} is not in the local Hugging Face cache and the Hub cannot be used (offline mode?): {err}"
+        ) from err
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    ignore_patterns: list[str] | None = None,
+    **kwargs: Any,
+) -> str:
+    """Create the repo (and branch) if needed and upload a folder as one commit; return the commit URL."""
+    from huggingface_hub import HfApi
+
+    validate_repo_id(repo_id)
+    api = HfApi(token=token)
+    with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"create {repo_id}")
+    if revision:
+        with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), f"create branch {revision}")
+    info = with_retries(
+        lambda: api.upload_folder(
+            repo_id=repo_id,
+            folder_path=os.fspath(folder),
+            revision=revision,
+            commit_message=commit_message or "Upload model with hubtl",
+            ignore_patterns=ignore_patterns,
+            **kwargs,
+        ),
+        f"upload to {repo_id}",
+    )
+    return str(getattr(info, "commit_url", info))

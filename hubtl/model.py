@@ -1,0 +1,286 @@
+"""TransferModel: a backbone plus a task head, saved and loaded in hubtl's directory format."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .backbones.base import Backbone, Preprocessor
+from .backbones.registry import backbone_from_spec, create_backbone, get_plugin
+from .errors import ConfigError, InvalidInputError, ModelLoadError
+from .heads import Head, HeadConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BACKBONE_DIR = "backbone"
+#: Bumped when config.json changes in a way older hubtl cannot read.
+FORMAT_VERSION = 1
+#: The files that make up a model; everything else in an output dir (training/, README.md) is extra.
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, BACKBONE_DIR)
+
+
+class TransferModel(nn.Module):
+    """A pretrained backbone adapted to a task: `from_backbone`, `save_pretrained`, `from_pretrained`, `predict`."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: Head,
+        labels: Sequence[str] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.task = head.config.task
+        self.labels = list(labels) if labels is not None else None
+        self.threshold = threshold
+        if self.task != "regression" and (self.labels is None or len(self.labels) != head.config.num_outputs):
+            raise ConfigError(f"A {self.task} model needs one label name per output ({head.config.num_outputs}).")
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | Backbone,
+        labels: Sequence[str] | None = None,
+        task: str = "classification",
+        pretrained: bool = True,
+        num_outputs: int | None = None,
+        dropout: float = 0.0,
+        hidden_dim: int | None = None,
+        **backbone_kwargs: Any,
+    ) -> TransferModel:
+        """Wrap a registered backbone ('timm:resnet18', 'transformers:bert-base-uncased') with a new head."""
+        if task != "regression":
+            if not labels:
+                raise ConfigError(f"task={task!r} needs `labels`, the class names in order, e.g. labels=['ant', 'bee'].")
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"Label names must be unique; got {list(labels)}.")
+            num_outputs = len(labels)
+        elif num_outputs is None:
+            num_outputs = 1
+        if isinstance(backbone, str):
+            backbone = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
+        head = Head(HeadConfig(task, backbone.feature_dim, num_outputs, dropout=dropout, hidden_dim=hidden_dim))
+        return cls(backbone, head, labels=[str(label) for label in labels] if labels else None)
+
+    # ------------------------------------------------------------------ inference
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Output index to label name (empty for regression)."""
+        return dict(enumerate(self.labels or []))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """Label name to output index (empty for regression)."""
+        return {label: i for i, label in enumerate(self.labels or [])}
+
+    def preprocessor(self, train: bool = False) -> Preprocessor:
+        """The backbone's preprocessor (training augmentation or deterministic evaluation)."""
+        return self.backbone.preprocessor(train=train)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits for a preprocessed batch."""
+        return self.head(self.backbone(batch))
+
+    @torch.inference_mode()
+    def embed(self, inputs: Any, batch_size: int = 32) -> torch.Tensor:
+        """Pooled backbone features of raw inputs (PIL images, image paths or strings)."""
+        return self._run(inputs, batch_size, self.backbone)
+
+    @torch.inference_mode()
+    def logits(self, inputs: Any, batch_size: int = 32) -> torch.Tensor:
+        """Raw head outputs for raw inputs."""
+        return self._run(inputs, batch_size, self)
+
+    def predict(self, inputs: Any, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Predictions for raw inputs: label and score (classification), labels (multi-label) or value."""
+        scores = self.head.scores(self.logits(inputs, batch_size)).tolist()
+        return [self._decode(row) for row in scores]
+
+    def _decode(self, row: list[float]) -> dict[str, Any]:
+        """One prediction dict from one row of scores."""
+        if self.task == "regression":
+            return {"value": row[0] if len(row) == 1 else row}
+        named = {label: float(s) for label, s in zip(self.labels or [], row)}
+        if self.task == "multi_label":
+            return {"labels": [label for label, s in named.items() if s >= self.threshold], "scores": named}
+        best = max(range(len(row)), key=row.__getitem__)
+        return {"label": self.labels[best], "score": float(row[best]), "scores": named}
+
+    def _run(self, inputs: Any, batch_size: int, module: nn.Module) -> torch.Tensor:
+        """Preprocess raw inputs in batches and run `module` on them in eval mode."""
+        examples = _as_list(inputs)
+        preprocess = self.preprocessor(train=False)
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = []
+            for start in range(0, len(examples), batch_size):
+                batch = preprocess(examples[start : start + batch_size])
+                outputs.append(module({k: v.to(device) for k, v in batch.items()}).float().cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(outputs)
+
+    # ------------------------------------------------------------------ saving
+
+    def config(self) -> dict[str, Any]:
+        """The JSON content of config.json: enough to rebuild the model with no download."""
+        spec = dict(self.backbone.spec())
+        plugin = get_plugin(spec["plugin"])
+        spec.setdefault("package", plugin.package or None)
+        spec.setdefault("spec_version", plugin.spec_version)
+        return {
+            "library_name": "hubtl",
+            "hubtl_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "task": self.task,
+            "modality": self.backbone.modality,
+            "backbone": spec,
+            "head": self.head.config.to_dict(),
+            "id2label": {str(i): label for i, label in self.id2label.items()},
+            "label2id": self.label2id,
+            "threshold": self.threshold,
+            "preprocessing": self.preprocessor(train=False).config(),
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors and backbone/ files atomically; other files there are kept."""
+        from safetensors.torch import save_model
+
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            config = self.config()
+            self.backbone.save_files(staging / BACKBONE_DIR)
+            save_model(self, str(staging / WEIGHTS_NAME), metadata={"format": "pt", "library": "hubtl"})
+            (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            _move_into(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str | os.PathLike,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        device: str | torch.device | None = None,
+    ) -> TransferModel:
+        """Load a saved model from a directory or a Hub repo ID; never runs code from it and never unpickles."""
+        from .hub import resolve_model_dir
+
+        directory = resolve_model_dir(
+            model_id,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, f"{BACKBONE_DIR}/*"],
+        )
+        model = cls.from_config(read_config(directory), directory / BACKBONE_DIR)
+        _load_weights(model, directory / WEIGHTS_NAME)
+        model.eval()
+        return model.to(device) if device is not None else model
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], files_dir: Path | None = None) -> TransferModel:
+        """Build the architecture described by a config.json dict, with untrained weights."""
+        backbone = backbone_from_spec(config["backbone"], files_dir)
+        try:
+            head = Head(HeadConfig(**config["head"]))
+        except TypeError as err:
+            raise ConfigError(f"The head section of config.json is invalid: {err}.") from err
+        id2label = config.get("id2label") or {}
+        labels = [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+        return cls(backbone, head, labels=labels, threshold=config.get("threshold", 0.5))
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """Read and validate a saved model's config.json."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{directory} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
+            "`model.save_pretrained(dir)` or `hubtl train`."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path} is not valid JSON ({err}); the model directory is damaged.") from err
+    if not isinstance(config, dict) or config.get("library_name") != "hubtl" or "backbone" not in config:
+        raise ModelLoadError(
+            f"{path} is not a hubtl model config (no library_name: hubtl). Load it with the library that wrote it."
+        )
+    if int(config.get("format_version", 1)) > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} was written by hubtl {config.get('hubtl_version', '?')} (format {config['format_version']}), "
+            f"newer than this hubtl {__version__} reads (format {FORMAT_VERSION}). Upgrade: `pip install -U hubtl`."
+        )
+    return config
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Load model.safetensors strictly, turning every failure into a ModelLoadError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: the model directory has no weights. Save or download it again.")
+    try:
+        load_model(model, str(path), strict=True)
+    except (SafetensorError, RuntimeError, OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"{path} is corrupt or does not match config.json ({type(err).__name__}: {str(err)[:300]}). "
+            "Save or download the model again."
+        ) from err
+
+
+def _move_into(staging: Path, target: Path) -> None:
+    """Move staged files into `target`, replacing same-named entries; config.json last, as the completion mark."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    # Without config.json the directory is not a model: a crash mid-way leaves nothing loadable behind.
+    (target / CONFIG_NAME).unlink(missing_ok=True)
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+        dest = target / entry.name
+        if entry.is_dir():
+            old = target / f".{entry.name}.old-{uuid.uuid4().hex[:8]}"
+            if dest.exists():
+                os.replace(dest, old)
+            os.replace(entry, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, dest)
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    """Accept one raw input or a sequence of them; refuse an empty list."""
+    if isinstance(inputs, (str, os.PathLike)) or not isinstance(inputs, Sequence):
+        inputs = [inputs]
+    examples = list(inputs)
+    if not examples:
+        raise InvalidInputError("No inputs given; pass at least one image or string.")
+    return examples
