@@ -174,6 +174,21 @@ class TransferModel(nn.Module):
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Save this model with a generated model card and upload it to a Hub repo; return the commit URL."""
+        from .hub.push import push_model
+
+        return push_model(
+            self, repo_id, private=private, revision=revision, commit_message=commit_message, token=token
+        )
+
     # ------------------------------------------------------------------ loading
 
     @classmethod

@@ -57,7 +57,10 @@ def tiny_bert(tiny_bert_dir: Path) -> str:
 @pytest.fixture
 def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private Hugging Face cache for one test, so downloads never hit a shared cache."""
+    from huggingface_hub import constants
+
     home = tmp_path / "hf-home"
-    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(home))  # for subprocesses
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))  # read at import time in this process
     return home
