@@ -26,6 +26,15 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
+def use_plain_lfs_off_hf() -> None:
+    """Turn Xet uploads off unless the endpoint is huggingface.co: other Hubs (hubtl's own server) take plain LFS."""
+    from huggingface_hub import constants
+
+    if "huggingface.co" not in endpoint():
+        os.environ["HF_HUB_DISABLE_XET"] = "1"
+        constants.HF_HUB_DISABLE_XET = True
+
+
 def is_unreachable(err: BaseException) -> bool:
     """True for network failures worth retrying (refused, reset, timed out), whatever HTTP library raised them."""
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -134,6 +143,7 @@ def push_folder(
     from huggingface_hub import HfApi
 
     validate_repo_id(repo_id)
+    use_plain_lfs_off_hf()
     api = HfApi(token=token)
     with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"create {repo_id}")
     if revision:
