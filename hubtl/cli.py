@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hubtl` console script; hubtl errors print one clear line, not a traceback."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("hubtl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except HubtlError as err:

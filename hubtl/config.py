@@ -1,0 +1,294 @@
+"""The training config: a YAML file plus `--key value` overrides, validated before anything runs.
+
+Keys are named as in transformers' `TrainingArguments` where the meaning is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DatasetConfig
+from .errors import ConfigError
+from .heads import TASKS
+
+STRATEGIES = ("linear_probe", "full", "gradual", "lora")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything one fine-tuning run needs; see README for each key."""
+
+    backbone: str
+    dataset: DatasetConfig
+    output_dir: str = "outputs/hubtl-model"
+    pretrained: bool = True
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
+    labels: list[str] | None = None
+    num_outputs: int = 1
+    head_dropout: float = 0.0
+    head_hidden_dim: int | None = None
+    # fine-tuning strategy
+    strategy: str = "full"
+    gradual_unfreeze_epochs: int = 1
+    layer_decay: float | None = None
+    head_learning_rate: float | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] | None = None
+    feature_cache: bool = True
+    augment: bool = True
+    # optimisation, as in TrainingArguments
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    seed: int = 42
+    # evaluation, checkpoints, output
+    metric_for_best_model: str | None = None
+    greater_is_better: bool | None = None
+    early_stopping_patience: int | None = None
+    save_steps: int | None = None
+    save_total_limit: int = 2
+    resume_from_checkpoint: str | bool | None = None
+    overwrite_output_dir: bool = False
+    dataloader_num_workers: int | None = None
+    logging_steps: int = 10
+    report_to: str = "auto"
+    strict: bool = False
+    disable_tqdm: bool = False
+    push_to_hub: str | None = None
+    hub_private_repo: bool = False
+    license: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_values(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (nested dataset dict), as written to training/config.yaml."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        """Build and validate a config from a dict (unknown keys, wrong types and bad values are errors)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"A training config must be a mapping of keys to values, got {type(values).__name__}.")
+        values = dict(values)
+        for key in ("backbone", "dataset"):
+            if key not in values:
+                raise ConfigError(f"The config lacks `{key}`; e.g. backbone: timm:resnet18, dataset: {{path: data/}}.")
+        dataset = values.pop("dataset")
+        if isinstance(dataset, str):
+            dataset = {"path": dataset}
+        _check_keys(values, cls, "")
+        _check_keys(dataset, DatasetConfig, "dataset.")
+        _check_types(dataset, DatasetConfig, "dataset.")
+        _check_types(values, cls, "")
+        return cls(dataset=DatasetConfig(**dataset), **values)
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a YAML config (or take a dict), apply `--key value` overrides, resolve data paths, validate."""
+    if isinstance(source, dict):
+        values, base = dict(source), Path.cwd()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist; pass the path of a YAML training config.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(values).__name__}.")
+        base = path.resolve().parent
+        _resolve_data_paths(values, base)
+    apply_overrides(values, overrides or [])
+    return TrainingConfig.from_dict(values)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
+    """Apply `--key value`, `--key=value` and `--dataset.key value` overrides; values parse as YAML."""
+    flags = {"--resume": ("resume_from_checkpoint", True), "--strict": ("strict", True)}
+    i = 0
+    while i < len(overrides):
+        arg = overrides[i]
+        if arg in flags:
+            key, value = flags[arg]
+            i += 1
+        elif arg.startswith("--") and "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            value = _parse_value(raw)
+            i += 1
+        elif arg.startswith("--") and i + 1 < len(overrides):
+            key, value = arg[2:], _parse_value(overrides[i + 1])
+            i += 2
+        else:
+            raise ConfigError(f"Cannot read override {arg!r}: write `--key value`, e.g. `--learning_rate 3e-4`.")
+        key = key.replace("-", "_")
+        target = values
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = target.setdefault(parent, {})
+            if isinstance(node, str) and parent == "dataset":
+                node = target[parent] = {"path": node}
+            if not isinstance(node, dict):
+                raise ConfigError(f"Override --{key}: {parent} is not a section of the config.")
+            target = node
+        target[leaf] = value
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse an override value as YAML (numbers, booleans, lists), falling back to the raw string."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _resolve_data_paths(values: dict[str, Any], base: Path) -> None:
+    """Make relative dataset paths in a YAML file relative to that file, when they exist there."""
+    dataset = values.get("dataset")
+    if isinstance(dataset, str):
+        dataset = values["dataset"] = {"path": dataset}
+    if not isinstance(dataset, dict):
+        return
+
+    def resolve(p: Any) -> Any:
+        if isinstance(p, str) and not Path(p).is_absolute() and (base / p).exists():
+            return str((base / p).resolve())
+        return p
+
+    if "path" in dataset:
+        dataset["path"] = resolve(dataset["path"])
+    files = dataset.get("data_files")
+    if isinstance(files, str):
+        dataset["data_files"] = resolve(files)
+    elif isinstance(files, list):
+        dataset["data_files"] = [resolve(f) for f in files]
+    elif isinstance(files, dict):
+        dataset["data_files"] = {k: [resolve(f) for f in v] if isinstance(v, list) else resolve(v) for k, v in files.items()}
+
+
+def _check_keys(values: dict[str, Any], cls: type, prefix: str) -> None:
+    """Refuse unknown keys, suggesting the closest known ones."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" Did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown config key {prefix + key!r}.{hint} Known keys: {', '.join(known)}.")
+
+
+def _check_types(values: dict[str, Any], cls: type, prefix: str) -> None:
+    """Refuse values of the wrong type, e.g. a string where a number is expected."""
+    hints = typing.get_type_hints(cls)
+    for key, value in list(values.items()):
+        expected = hints[key]
+        if key == "dataset":
+            continue
+        coerced = _coerce(value, expected)
+        if coerced is _WRONG:
+            raise ConfigError(f"Config key {prefix + key!r} must be {_describe(expected)}, got {value!r}.")
+        values[key] = coerced
+
+
+_WRONG = object()
+
+
+def _coerce(value: Any, expected: Any) -> Any:
+    """`value` converted to the annotated type where harmless (int -> float), or _WRONG."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(expected):
+            result = _coerce(value, option)
+            if result is not _WRONG:
+                return result
+        return _WRONG
+    if expected is type(None):
+        return None if value is None else _WRONG
+    if expected is Any:
+        return value
+    if expected is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _WRONG
+    if expected is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _WRONG
+    if expected in (bool, str):
+        return value if isinstance(value, expected) else _WRONG
+    if origin is list:
+        (item,) = typing.get_args(expected) or (Any,)
+        if not isinstance(value, list):
+            return _WRONG
+        items = [_coerce(v, item) for v in value]
+        return _WRONG if any(v is _WRONG for v in items) else items
+    if origin is dict:
+        return value if isinstance(value, dict) else _WRONG
+    return value
+
+
+def _describe(expected: Any) -> str:
+    """Readable name of an annotated type."""
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(expected))
+    if expected is type(None):
+        return "null"
+    return getattr(expected, "__name__", str(expected))
+
+
+def _check_values(cfg: TrainingConfig) -> None:
+    """Refuse impossible values with a message saying what is allowed."""
+
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    require(":" in cfg.backbone, f"backbone must look like '<plugin>:<model>', e.g. timm:resnet18; got {cfg.backbone!r}.")
+    require(cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}; got {cfg.task!r}.")
+    require(cfg.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}; got {cfg.strategy!r}.")
+    require(cfg.mixed_precision in MIXED_PRECISION, f"mixed_precision must be one of {MIXED_PRECISION}.")
+    require(cfg.lr_scheduler_type in SCHEDULERS, f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}.")
+    require(cfg.learning_rate > 0, f"learning_rate must be > 0; got {cfg.learning_rate}.")
+    require(cfg.head_learning_rate is None or cfg.head_learning_rate > 0, "head_learning_rate must be > 0.")
+    require(cfg.weight_decay >= 0, f"weight_decay must be >= 0; got {cfg.weight_decay}.")
+    require(0 <= cfg.warmup_ratio < 1, f"warmup_ratio must be in [0, 1); got {cfg.warmup_ratio}.")
+    require(cfg.num_train_epochs > 0 or cfg.max_steps > 0, "Set num_train_epochs > 0 or max_steps > 0.")
+    require(cfg.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1.")
+    require(cfg.per_device_eval_batch_size >= 1, "per_device_eval_batch_size must be >= 1.")
+    require(cfg.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1.")
+    require(cfg.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 disables clipping).")
+    require(cfg.layer_decay is None or 0 < cfg.layer_decay <= 1, "layer_decay must be in (0, 1].")
+    require(cfg.gradual_unfreeze_epochs >= 1, "gradual_unfreeze_epochs must be >= 1.")
+    require(cfg.save_steps is None or cfg.save_steps >= 1, "save_steps must be >= 1 (or null: each epoch only).")
+    require(cfg.save_total_limit >= 1, "save_total_limit must be >= 1.")
+    require(cfg.early_stopping_patience is None or cfg.early_stopping_patience >= 1, "early_stopping_patience must be >= 1.")
+    require(0 <= cfg.head_dropout < 1, "head_dropout must be in [0, 1).")
+    require(cfg.num_outputs >= 1, "num_outputs must be >= 1.")
+    require(cfg.logging_steps >= 1, "logging_steps must be >= 1.")
+    require(cfg.report_to in ("auto", "none", "tensorboard"), "report_to must be auto, none or tensorboard.")
+    require(cfg.lora_r >= 1, "lora_r must be >= 1.")
+    require(
+        cfg.strategy != "lora" or cfg.backbone.startswith("transformers:"),
+        "strategy: lora works with transformers backbones (through PEFT); use full or gradual for others.",
+    )
+    require(
+        cfg.labels is None or len(set(cfg.labels)) == len(cfg.labels), f"labels must be unique; got {cfg.labels}."
+    )
+    require(bool(cfg.dataset.path), "dataset.path must name a Hub dataset, a folder or a file.")

@@ -1,0 +1,587 @@
+"""Fine-tuning on Accelerate: `hubtl train CONFIG.yaml` and `accelerate launch -m hubtl.train CONFIG.yaml`.
+
+The loop is plain Accelerate (prepare, accumulate, backward, clip_grad_norm_, gather_for_metrics,
+save_state/load_state), so the same code runs on a CPU, one GPU or many processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .backbones.registry import get_plugin, split_backbone_name
+from .config import TrainingConfig, load_config
+from .data import TransferData, load_transfer_data, make_collate
+from .errors import ConfigError, HubtlError
+from .finetune import backbone_frozen, gradual_frozen_params, merge_lora, param_groups, prepare_model
+from .metrics import DEFAULT_METRIC, compute_metrics, is_better
+from .model import TransferModel
+
+logger = logging.getLogger("hubtl")
+
+CHECKPOINTS_DIR = "checkpoints"
+TRAINING_DIR = "training"
+STATE_NAME = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the saved model directory, the final evaluation, per-epoch metrics."""
+
+    output_dir: Path
+    eval_results: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    interrupted: bool = False
+
+
+@dataclass
+class _State:
+    """Progress that a checkpoint must restore besides weights, optimizer and RNG (trainer_state.json)."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    best_results: dict[str, Any] | None = None
+    bad_epochs: int = 0
+
+
+class _FeatureHead(nn.Module):
+    """The head applied to cached backbone features, so the loop is the same with and without the cache."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(batch["features"])
+
+
+def _feature_collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Collate (features, target) pairs into the (batch dict, targets) shape of the loop."""
+    features, targets = zip(*items)
+    return {"features": torch.stack(features)}, torch.stack(targets)
+
+
+def train(config: TrainingConfig | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> TrainResult:
+    """Run one fine-tuning job from a config (object, dict or YAML path) and return what it produced."""
+    cfg = config if isinstance(config, TrainingConfig) else load_config(config, overrides)
+    return _Trainer(cfg).run()
+
+
+class _Trainer:
+    """One run: builds data, model and optimizer, loops over epochs, checkpoints, writes the output dir."""
+
+    def __init__(self, cfg: TrainingConfig) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
+
+        self.cfg = cfg
+        self.output_dir = Path(cfg.output_dir)
+        self.checkpoints = self.output_dir / CHECKPOINTS_DIR
+        tracker = _tracker(cfg.report_to)
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            log_with=tracker,
+            project_dir=str(self.output_dir / TRAINING_DIR) if tracker else None,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        self.main = self.accelerator.is_main_process
+        self.state = _State()
+
+    # ------------------------------------------------------------------ set-up
+
+    def run(self) -> TrainResult:
+        """The whole run; Ctrl-C saves a checkpoint and returns with `interrupted` set."""
+        from accelerate.utils import set_seed
+
+        cfg = self.cfg
+        resume_dir = self._check_output_dir()
+        set_seed(cfg.seed)
+        self.data = self._load_data()
+        self.model = self._build_model()
+        self.use_cache = self._use_feature_cache()
+        self._build_loop()
+        if resume_dir is not None:
+            self._resume(resume_dir)
+        if self.main:
+            self._write_yaml(self.output_dir / TRAINING_DIR / "config.yaml", cfg.to_dict())
+        if self.accelerator.trackers:
+            self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
+        started = time.time()
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self._log("Interrupted: saving a checkpoint; resume with `--resume`.")
+            self._save_checkpoint()
+            self.accelerator.end_training()
+            return TrainResult(self.output_dir, self.state.best_results or {}, self.state.history, interrupted=True)
+        result = self._finish(time.time() - started)
+        self.accelerator.end_training()
+        return result
+
+    def _check_output_dir(self) -> Path | None:
+        """Find the checkpoint to resume from, or refuse to mix a new run with an old one."""
+        cfg = self.cfg
+        existing = _checkpoints(self.checkpoints)
+        if cfg.resume_from_checkpoint:
+            if isinstance(cfg.resume_from_checkpoint, str):
+                path = Path(cfg.resume_from_checkpoint)
+                if not (path / STATE_NAME).is_file():
+                    raise ConfigError(f"{path} is not a complete hubtl checkpoint (no {STATE_NAME}).")
+                return path
+            if not existing:
+                raise ConfigError(f"--resume: no checkpoint in {self.checkpoints}; start without --resume.")
+            return existing[-1]
+        if existing or (self.output_dir / "config.json").exists():
+            if not cfg.overwrite_output_dir:
+                raise ConfigError(
+                    f"{self.output_dir} already holds a model or checkpoints from an earlier run. "
+                    "Resume it with --resume, pass --overwrite_output_dir true, or choose another output_dir."
+                )
+            if self.main:
+                shutil.rmtree(self.checkpoints, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+        return None
+
+    def _load_data(self) -> TransferData:
+        """Load and check the dataset before any training starts (main process first, for the datasets cache)."""
+        cfg = self.cfg
+        plugin_name, _ = split_backbone_name(cfg.backbone)
+        modality = get_plugin(plugin_name).modality
+        with self.accelerator.main_process_first():
+            data = load_transfer_data(
+                cfg.dataset,
+                task=cfg.task,
+                modality=modality,
+                labels=cfg.labels,
+                num_outputs=cfg.num_outputs,
+                seed=cfg.seed,
+                strict=cfg.strict,
+            )
+        self._log(f"Data: {len(data.train)} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
+        return data
+
+    def _build_model(self) -> TransferModel:
+        """Create the backbone with its new head and apply the strategy's freezing (or LoRA)."""
+        cfg = self.cfg
+        model = TransferModel.from_backbone(
+            cfg.backbone,
+            labels=self.data.labels,
+            task=cfg.task,
+            pretrained=cfg.pretrained,
+            num_outputs=cfg.num_outputs,
+            dropout=cfg.head_dropout,
+            hidden_dim=cfg.head_hidden_dim,
+            **cfg.backbone_kwargs,
+        )
+        lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.lora_target_modules}
+        prepare_model(model, cfg.strategy, lora=lora)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable.")
+        return model
+
+    def _use_feature_cache(self) -> bool:
+        """Cache backbone features when the backbone is frozen and training transforms are deterministic."""
+        cfg = self.cfg
+        if not backbone_frozen(cfg.strategy):
+            return False
+        deterministic = self.model.preprocessor(train=cfg.augment).deterministic
+        if not cfg.feature_cache:
+            self._log("Feature cache off (feature_cache: false): the frozen backbone runs every epoch.")
+            return False
+        if not deterministic:
+            self._log("Feature cache off: training transforms are random (set augment: false to cache features).")
+            return False
+        self._log("Feature cache on: backbone features are computed once and the head trains on them.")
+        return True
+
+    def _build_loop(self) -> None:
+        """DataLoaders, optimizer and scheduler, prepared by Accelerate."""
+        from transformers import get_scheduler
+
+        cfg, acc = self.cfg, self.accelerator
+        if self.use_cache:
+            self.model.to(acc.device)
+            preprocess = self.model.preprocessor(train=False)
+            train_set = self._cached_features(self.data.train, preprocess)
+            eval_set = self._cached_features(self.data.eval, preprocess)
+            module: nn.Module = _FeatureHead(self.model.head)
+            train_collate = eval_collate = _feature_collate
+            workers = 0
+        else:
+            train_set, eval_set, module = self.data.train, self.data.eval, self.model
+            train_collate = make_collate(self.model.preprocessor(train=cfg.augment), cfg.task)
+            eval_collate = make_collate(self.model.preprocessor(train=False), cfg.task)
+            workers = self._num_workers()
+        generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
+        train_loader = DataLoader(
+            train_set, cfg.per_device_train_batch_size, shuffle=True, collate_fn=train_collate,
+            num_workers=workers, generator=generator, persistent_workers=workers > 0,
+        )
+        eval_loader = DataLoader(
+            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers
+        )
+        groups = param_groups(self.model, cfg.learning_rate, cfg.weight_decay, cfg.layer_decay, cfg.head_learning_rate)
+        if self.use_cache:
+            head_params = {id(p) for p in self.model.head.parameters()}
+            groups = [g for g in groups if all(id(p) in head_params for p in g["params"])]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.module, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
+            module, optimizer, train_loader, eval_loader
+        )
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
+        self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.steps_per_epoch)
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        # Not prepared: Accelerate would step it once per process; it steps once per optimizer step here.
+        self.scheduler = get_scheduler(
+            cfg.lr_scheduler_type,
+            optimizer=self.optimizer,
+            num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        acc.register_for_checkpointing(self.scheduler)
+        self.metric = _metric_name(cfg.metric_for_best_model or DEFAULT_METRIC[cfg.task])
+
+    def _num_workers(self) -> int:
+        """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""
+        if self.cfg.dataloader_num_workers is not None:
+            return self.cfg.dataloader_num_workers
+        return min(2, os.cpu_count() or 1) if self.data.modality == "image" else 0
+
+    @torch.inference_mode()
+    def _cached_features(self, dataset: Any, preprocess: Any) -> TensorDataset:
+        """Run the frozen backbone once over a dataset (sharded over processes, gathered on all)."""
+        acc = self.accelerator
+        loader = DataLoader(
+            dataset, self.cfg.per_device_eval_batch_size, shuffle=False,
+            collate_fn=make_collate(preprocess, self.cfg.task), num_workers=self._num_workers(),
+        )
+        loader = acc.prepare_data_loader(loader)
+        backbone = self.model.backbone.eval()
+        features, targets = [], []
+        with acc.autocast():
+            for batch, target in loader:
+                gathered = acc.gather_for_metrics((backbone(batch).float(), target))
+                features.append(gathered[0].cpu())
+                targets.append(gathered[1].cpu())
+        return TensorDataset(torch.cat(features), torch.cat(targets))
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        """Train epoch by epoch, evaluating and checkpointing at each epoch end."""
+        from tqdm.auto import tqdm
+
+        cfg, acc, state = self.cfg, self.accelerator, self.state
+        bar = tqdm(
+            total=self.total_steps, initial=state.global_step, desc="train", unit="step",
+            disable=not self.main or cfg.disable_tqdm,
+        )
+        while state.epoch < self.num_epochs and state.global_step < self.total_steps:
+            started, samples, losses = time.time(), 0, []
+            self._set_train_mode()
+            frozen = self._gradually_frozen()
+            self.train_loader.set_epoch(state.epoch)
+            loader = acc.skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
+            for batch, targets in loader:
+                with acc.accumulate(self.module):
+                    loss = self.model.head.loss(self.module(batch), targets)
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        for p in frozen:
+                            p.grad = None
+                        if cfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
+                    self.optimizer.zero_grad()
+                state.batches_done += 1
+                samples += len(targets) * acc.num_processes
+                losses.append(loss.detach().float())
+                if acc.sync_gradients:
+                    state.global_step += 1
+                    bar.update(1)
+                    if state.global_step % cfg.logging_steps == 0:
+                        rate = samples / max(time.time() - started, 1e-9)
+                        bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{rate:.1f}")
+                    if cfg.save_steps and state.global_step % cfg.save_steps == 0:
+                        self._save_checkpoint()
+                    if state.global_step >= self.total_steps:
+                        break
+            train_loss = acc.gather(torch.stack(losses).mean().reshape(1)).mean().item() if losses else float("nan")
+            stop = self._end_epoch(train_loss, time.time() - started, samples)
+            if stop:
+                break
+        bar.close()
+
+    def _set_train_mode(self) -> None:
+        """Training mode, but a frozen backbone stays in eval mode (BatchNorm statistics and dropout frozen)."""
+        self.module.train()
+        if backbone_frozen(self.cfg.strategy):
+            self.model.backbone.eval()
+
+    def _gradually_frozen(self) -> list[nn.Parameter]:
+        """Parameters whose gradients are dropped this epoch under gradual unfreezing."""
+        if self.cfg.strategy != "gradual":
+            return []
+        every = self.cfg.gradual_unfreeze_epochs
+        groups = len(self.model.backbone.layer_groups())
+        self._log(f"Epoch {self.state.epoch + 1}: {min(groups, self.state.epoch // every)} of {groups} backbone groups unfrozen.")
+        return gradual_frozen_params(self.model, self.state.epoch, every)
+
+    def _end_epoch(self, train_loss: float, seconds: float, samples: int) -> bool:
+        """Evaluate, record metrics, keep the best weights, checkpoint; True when early stopping says stop."""
+        cfg, state = self.cfg, self.state
+        results = self.evaluate()
+        state.epoch += 1
+        state.batches_done = 0
+        record = {
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "train_loss": train_loss,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            **{k: v for k, v in results.items() if not isinstance(v, (dict, list))},
+            "epoch_time_s": round(seconds, 3),
+            "train_samples_per_second": round(samples / max(seconds, 1e-9), 2),
+        }
+        state.history.append(record)
+        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=state.global_step)
+        if self.metric not in results:
+            raise ConfigError(
+                f"metric_for_best_model {self.metric!r} is not computed for task {cfg.task}; "
+                f"choose one of {', '.join(k for k in results if not isinstance(results[k], (dict, list)))}."
+            )
+        value = results[self.metric]
+        if is_better(self.metric, value, state.best_metric, cfg.greater_is_better):
+            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            state.best_results = {"epoch": state.epoch, **results}
+            self._save_best()
+        else:
+            state.bad_epochs += 1
+        self._save_checkpoint()
+        if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+            self._log(f"Early stopping: {self.metric} did not improve for {state.bad_epochs} epochs.")
+            return True
+        return False
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Exact evaluation on every process count: gather_for_metrics drops the padding duplicates."""
+        acc = self.accelerator
+        self.module.eval()
+        all_logits, all_targets = [], []
+        for batch, targets in self.eval_loader:
+            logits = self.module(batch)
+            logits, targets = acc.gather_for_metrics((logits.float(), targets))
+            all_logits.append(logits.cpu())
+            all_targets.append(targets.cpu())
+        self._set_train_mode()
+        logits, targets = torch.cat(all_logits), torch.cat(all_targets)
+        loss = self.model.head.loss(logits, targets).item()
+        results = {"eval_loss": loss, "eval_samples": len(targets)}
+        results.update(compute_metrics(self.cfg.task, logits, targets, self.data.labels, self.model.threshold))
+        return results
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self) -> None:
+        """save_state into a staging dir, then rename it: a crash never leaves a checkpoint that looks complete."""
+        acc, state = self.accelerator, self.state
+        final = self.checkpoints / f"checkpoint-{state.global_step}"
+        staging = self.checkpoints / f".staging-checkpoint-{state.global_step}"
+        if self.main:
+            shutil.rmtree(staging, ignore_errors=True)
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(staging))
+        acc.wait_for_everyone()
+        if self.main:
+            _write_atomic(staging / STATE_NAME, json.dumps(state.__dict__, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            for old in _checkpoints(self.checkpoints)[: -self.cfg.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _resume(self, checkpoint: Path) -> None:
+        """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint."""
+        self.accelerator.load_state(str(checkpoint))
+        saved = json.loads((checkpoint / STATE_NAME).read_text())
+        self.state = _State(**saved)
+        self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
+
+    def _save_best(self) -> None:
+        """Keep the best weights so far (safetensors, written atomically) for the end of the run."""
+        from safetensors.torch import save_model
+
+        if self.main:
+            best = self.checkpoints / "best"
+            best.mkdir(parents=True, exist_ok=True)
+            tmp = best / ".model.safetensors.tmp"
+            save_model(self.model, str(tmp))
+            os.replace(tmp, best / "model.safetensors")
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ output
+
+    def _finish(self, runtime: float) -> TrainResult:
+        """Load the best weights, save the model with its training record and card, push if asked."""
+        from safetensors.torch import load_model
+
+        acc, cfg, state = self.accelerator, self.cfg, self.state
+        acc.wait_for_everyone()
+        best = self.checkpoints / "best" / "model.safetensors"
+        if best.is_file():
+            load_model(self.model, str(best), device=str(acc.device))
+        if cfg.strategy == "lora":
+            merge_lora(self.model)
+        results = state.best_results or {}
+        if self.main:
+            self.model.to("cpu").save_pretrained(self.output_dir)
+            training = self.output_dir / TRAINING_DIR
+            _write_atomic(training / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+            _write_atomic(training / "eval_results.json", json.dumps({**results, "labels": self.data.labels}, indent=2))
+            _write_atomic(training / "summary.json", json.dumps(self._summary(runtime), indent=2))
+            from .cards import write_model_card
+
+            write_model_card(self.output_dir)
+            self._log(f"Saved the fine-tuned model to {self.output_dir}.")
+            if cfg.push_to_hub:
+                from .hub.push import push_output_dir
+
+                url = push_output_dir(self.output_dir, cfg.push_to_hub, private=cfg.hub_private_repo)
+                self._log(f"Pushed to {url}.")
+        acc.wait_for_everyone()
+        return TrainResult(self.output_dir, results, state.history)
+
+    def _summary(self, runtime: float) -> dict[str, Any]:
+        """The facts of the run the model card reports."""
+        cfg = self.cfg
+        return {
+            "dataset": cfg.dataset.path,
+            "dataset_name": cfg.dataset.name,
+            "train_samples": len(self.data.train),
+            "eval_samples": len(self.data.eval),
+            "skipped_files": self.data.skipped,
+            "strategy": cfg.strategy,
+            "feature_cache": self.use_cache,
+            "best_epoch": self.state.best_epoch,
+            "metric_for_best_model": self.metric,
+            "total_steps": self.state.global_step,
+            "runtime_s": round(runtime, 2),
+            "world_size": self.accelerator.num_processes,
+            "mixed_precision": cfg.mixed_precision,
+            "versions": _versions(),
+        }
+
+    def _log(self, message: str) -> None:
+        """Log on the main process only."""
+        if self.main:
+            logger.info(message)
+
+    @staticmethod
+    def _write_yaml(path: Path, values: dict[str, Any]) -> None:
+        """Write a YAML file atomically."""
+        _write_atomic(path, yaml.safe_dump(values, sort_keys=False))
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints in step order (staging dirs are never listed)."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and (p / STATE_NAME).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _metric_name(name: str) -> str:
+    """Accept 'accuracy' as well as 'eval_accuracy', as transformers does."""
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+def _tracker(report_to: str) -> str | None:
+    """TensorBoard through Accelerate's trackers when asked for, or when installed and report_to is auto."""
+    if report_to == "none":
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if report_to == "tensorboard":
+            raise ConfigError("report_to: tensorboard needs `pip install tensorboard`.") from None
+        return None
+    return "tensorboard"
+
+
+def _flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten the config into scalars for TensorBoard's hparams."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat_hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix + key] = value
+        elif value is not None:
+            flat[prefix + key] = str(value)
+    return flat
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the libraries that produced the model."""
+    found = {"python": sys.version.split()[0]}
+    for name in ("hubtl", "torch", "timm", "transformers", "accelerate", "datasets", "huggingface_hub", "peft"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temp file and rename, so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hubtl.train CONFIG.yaml [--key value ...]`, also under `accelerate launch`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: hubtl train CONFIG.yaml [--key value ...] [--resume] [--strict]")
+        return 0 if argv else 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        logger.setLevel(logging.INFO)
+    try:
+        result = train(argv[0], argv[1:])
+    except HubtlError as err:
+        print(f"hubtl: error: {err}", file=sys.stderr)
+        return 2
+    return 130 if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
