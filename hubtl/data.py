@@ -108,40 +108,27 @@ def load_transfer_data(
     _check_arguments(cfg, task, modality, labels, num_outputs)
     splits, base_dir = _load_splits(cfg)
     train_ds, eval_ds, eval_name = _pick_splits(splits, cfg)
-    split_sets = [(cfg.train_split, train_ds)] + ([(eval_name, eval_ds)] if eval_ds is not None else [])
-
     column = _input_column(train_ds, cfg, modality)
-    for split, ds in split_sets:
+    split_sets = {cfg.train_split: train_ds, **({eval_name: eval_ds} if eval_name else {})}
+    for split, ds in split_sets.items():
         _require_column(ds, column, split, cfg, f"{modality} column")
         _require_column(ds, cfg.label_column, split, cfg, "label column")
-    if modality == "image":
-        train_ds = _prepare_image_column(train_ds, column, base_dir)
-        eval_ds = _prepare_image_column(eval_ds, column, base_dir) if eval_ds is not None else None
-    else:
-        for split, ds in split_sets:
+        if modality == "image":
+            split_sets[split] = _prepare_image_column(ds, column, base_dir)
+        else:
             _check_text_column(ds, column, split)
+    names, targets = _targets(split_sets, cfg, task, labels, num_outputs)
 
-    label_values = {split: _label_values(ds, cfg.label_column) for split, ds in split_sets}
-    names: list[str] | None = None
-    if task == "regression":
-        targets = {split: _regression_targets(v, cfg.label_column, split, num_outputs)
-                   for split, v in label_values.items()}
-    else:
-        per_row = {split: _label_lists(v, task, cfg, split) for split, v in label_values.items()}
-        feature_names = _class_names(train_ds.features[cfg.label_column])
-        names, mapping = _label_mapping(per_row, labels, feature_names, cfg.label_column)
-        targets = {split: _class_targets(rows, mapping, task, len(names)) for split, rows in per_row.items()}
-
-    train_idx = np.arange(len(train_ds))
-    if eval_ds is None:
+    train_ds, train_idx = split_sets[cfg.train_split], np.arange(len(train_ds))
+    if eval_name is None:
         eval_ds, eval_name = train_ds, f"{cfg.train_split} (carved out)"
         stratify = targets[cfg.train_split] if task == "classification" else None
         train_idx, eval_idx = _carve(len(train_ds), cfg.validation_size, seed, stratify, names)
-        train_targets, eval_targets = targets[cfg.train_split][train_idx], targets[cfg.train_split][eval_idx]
+        train_targets = targets[cfg.train_split][torch.from_numpy(train_idx)]
+        eval_targets = targets[cfg.train_split][torch.from_numpy(eval_idx)]
     else:
-        eval_idx = np.arange(len(eval_ds))
+        eval_ds, eval_idx = split_sets[eval_name], np.arange(len(split_sets[eval_name]))
         train_targets, eval_targets = targets[cfg.train_split], targets[eval_name]
-
     train_idx, train_targets = _cap(train_idx, train_targets, cfg.max_train_samples, seed)
     eval_idx, eval_targets = _cap(eval_idx, eval_targets, cfg.max_eval_samples, seed)
 
@@ -157,12 +144,16 @@ def load_transfer_data(
             )
         if skipped:
             logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
-        train_idx, train_targets = train_idx[train_keep], train_targets[train_keep]
-        eval_idx, eval_targets = eval_idx[eval_keep], eval_targets[eval_keep]
+        train_idx, train_targets = train_idx[train_keep], train_targets[torch.from_numpy(train_keep)]
+        eval_idx, eval_targets = eval_idx[eval_keep], eval_targets[torch.from_numpy(eval_keep)]
 
     for split, idx in ((cfg.train_split, train_idx), (eval_name, eval_idx)):
         if len(idx) == 0:
             raise DataError(f"Split '{split}' of {cfg.path} has no usable examples left; add examples to it.")
+    if task == "classification":
+        unseen = [n for n, count in zip(names, torch.bincount(train_targets, minlength=len(names))) if count == 0]
+        if unseen:
+            logger.warning("Classes with no training examples: %s.", _preview(unseen, 10))
     return TransferData(
         train=TransferDataset(train_ds, column, train_idx, train_targets),
         eval=TransferDataset(eval_ds, column, eval_idx, eval_targets),
@@ -205,7 +196,8 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
         raise ConfigError(f"Unknown modality '{modality}'; use one of {', '.join(MODALITIES)}.")
     if not cfg.path:
         raise ConfigError(f"DatasetConfig.path is empty; give {_SUPPORTED}.")
-    if not 0.0 < float(cfg.validation_size) < 1.0:
+    size = cfg.validation_size
+    if isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0.0 < size < 1.0:
         raise ConfigError(f"validation_size must be a fraction between 0 and 1, got {cfg.validation_size}.")
     for key in ("max_train_samples", "max_eval_samples"):
         value = getattr(cfg, key)
@@ -213,7 +205,9 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
             raise ConfigError(f"{key} must be a positive integer or unset, got {value!r}.")
     if task == "regression":
         if labels is not None:
-            raise ConfigError("labels apply to classification and multi_label tasks only; leave them unset for regression.")
+            raise ConfigError(
+                "labels apply to classification and multi_label tasks only; leave them unset for regression."
+            )
         if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
             raise ConfigError(f"num_outputs must be a positive integer, got {num_outputs!r}.")
     if labels is not None:
@@ -245,7 +239,7 @@ def _load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
         return _load_local({"train": [os.path.abspath(path)]}, cfg), os.path.dirname(os.path.abspath(path))
     elif os.path.isdir(path):
         return _load_directory(os.path.abspath(path), cfg), os.path.abspath(path)
-    if not _HUB_ID.match(cfg.path) or _extension(cfg.path) in _TABULAR_FORMATS or _extension(cfg.path) in _IMAGE_EXTENSIONS:
+    if not _HUB_ID.match(cfg.path) or _extension(cfg.path) in set(_TABULAR_FORMATS) | _IMAGE_EXTENSIONS:
         raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {_SUPPORTED}.")
     return _load_hub(cfg), None
 
@@ -262,7 +256,7 @@ def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
 
 
 def _load_directory(path: str, cfg: DatasetConfig) -> datasets.DatasetDict:
-    exts = {_extension(f) for _, _, names in os.walk(path) for f in names if not f.startswith(".")}
+    exts = _extensions_under(path)
     if exts & _IMAGE_EXTENSIONS:
         return _read(("imagefolder", {"data_dir": path}), cfg)
     if not exts & set(_TABULAR_FORMATS):
@@ -271,6 +265,17 @@ def _load_directory(path: str, cfg: DatasetConfig) -> datasets.DatasetDict:
     files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
              for split, split_files in found.items()}
     return _load_local({split: f for split, f in files.items() if f}, cfg)
+
+
+def _extensions_under(path: str) -> set[str]:
+    """File extensions found under a folder (hidden entries ignored), stopping at the first image."""
+    found: set[str] = set()
+    for _, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.update(_extension(f) for f in names if not f.startswith("."))
+        if found & _IMAGE_EXTENSIONS:
+            break
+    return found
 
 
 def _resolve_data_files(data_files: str | list[str] | dict[str, Any], base: str) -> dict[str, list[str]]:
@@ -338,6 +343,9 @@ def _read(
     try:
         loaded = datasets.load_dataset(name, data_files=files, **options)
     except Exception as err:  # noqa: BLE001 - parser errors come in many types
+        empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(err))
+        if empty:
+            raise DataError(f"Split '{empty.group(1)}' of {cfg.path} is empty; add examples to it.") from err
         raise DataError(
             f"Could not read {cfg.path} as {name}: {type(err).__name__}: {err}. "
             "Check the file format, its header (column_names for header-less csv/tsv) and delimiter."
@@ -366,7 +374,9 @@ def _pick_splits(
     """Return (train, eval or None when one must be carved out, eval split name)."""
     available = ", ".join(splits) or "none"
     if cfg.train_split not in splits:
-        raise DataError(f"Train split '{cfg.train_split}' not found in {cfg.path}; it has: {available}. Set train_split.")
+        raise DataError(
+            f"Train split '{cfg.train_split}' not found in {cfg.path}; it has: {available}. Set train_split."
+        )
     if cfg.eval_split is not None:
         if cfg.eval_split not in splits:
             raise DataError(
@@ -445,6 +455,20 @@ def _check_text_column(ds: datasets.Dataset, column: str, split: str) -> None:
 
 
 # --- labels and targets --------------------------------------------------------------------------
+
+
+def _targets(
+    split_sets: dict[str, datasets.Dataset], cfg: DatasetConfig, task: str, labels: list[str] | None, num_outputs: int
+) -> tuple[list[str] | None, dict[str, torch.Tensor]]:
+    """Class names (None for regression) and the target tensor of every split, one row per example."""
+    if task == "regression":
+        values = {split: ds[cfg.label_column] for split, ds in split_sets.items()}
+        return None, {s: _regression_targets(v, cfg.label_column, s, num_outputs) for s, v in values.items()}
+    values = {split: _label_values(ds, cfg.label_column) for split, ds in split_sets.items()}
+    per_row = {split: _label_lists(v, task, cfg, split) for split, v in values.items()}
+    feature_names = _class_names(split_sets[cfg.train_split].features[cfg.label_column])
+    names, mapping = _label_mapping(per_row, labels, feature_names, cfg.label_column)
+    return names, {split: _class_targets(rows, mapping, task, len(names)) for split, rows in per_row.items()}
 
 
 def _class_names(feature: Any) -> list[str] | None:
@@ -588,7 +612,7 @@ def _carve(
         columns["y"] = stratify.numpy()
     table = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
     try:
-        parts = table.train_test_split(test_size=size, seed=seed, stratify_by_column="y" if stratify is not None else None)
+        parts = table.train_test_split(test_size=size, seed=seed, stratify_by_column=None if stratify is None else "y")
     except ValueError as err:
         if stratify is None:
             raise DataError(f"Cannot carve an eval split out of {n} example(s): {err}") from err
@@ -605,10 +629,10 @@ def _cap(indices: np.ndarray, targets: torch.Tensor, limit: int | None, seed: in
 
 
 def _readable(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Decode every image once (threads: PIL releases the GIL); return a keep-mask and the bad files."""
+    """Decode every image once (threads: PIL releases the GIL while decoding); return a keep-mask and the bad files."""
     keep = np.ones(len(indices), dtype=bool)
     bad: list[str] = []
-    with ThreadPoolExecutor(max_workers=min(32, 2 * (os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=_cpu_count()) as pool:
         for start in range(0, len(indices), _CHECK_CHUNK):
             chunk = [int(i) for i in indices[start:start + _CHECK_CHUNK]]
             raw = ds[chunk][column]
@@ -619,6 +643,11 @@ def _readable(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[n
                     has_name = value is not None and not (isinstance(value, dict) and not value.get("path"))
                     bad.append(describe(value) if has_name else f"<row {chunk[offset]}: no image file>")
     return keep, bad
+
+
+def _cpu_count() -> int:
+    # decoding is CPU-bound: more threads than cores only adds contention
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _preview(items: Iterable[Any], limit: int) -> str:
