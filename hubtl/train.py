@@ -455,7 +455,7 @@ class _Trainer:
         acc.wait_for_everyone()
         best = self.checkpoints / "best" / "model.safetensors"
         if best.is_file():
-            load_model(self.model, str(best), device=str(acc.device))
+            load_model(self.model, str(best), device="cpu" if acc.device.type == "cpu" else str(acc.device))
         if cfg.strategy == "lora":
             merge_lora(self.model)
         results = state.best_results or {}
