@@ -37,9 +37,11 @@ def use_plain_lfs_off_hf() -> None:
 
 def is_unreachable(err: BaseException) -> bool:
     """True for network failures worth retrying (refused, reset, timed out), whatever HTTP library raised them."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
     chain = [err, err.__cause__, err.__context__]
+    if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
+        return False  # HF_HUB_OFFLINE=1: no retry can help
     for e in chain:
         if e is None:
             continue
