@@ -1,0 +1,135 @@
+"""Push a saved model directory (weights, backbone files, training record, generated card) to a Hub repo."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import HubError, ModelLoadError
+from .client import endpoint, push_folder, validate_repo_id
+
+if TYPE_CHECKING:
+    from ..model import TransferModel
+
+logger = logging.getLogger("hubtl")
+
+#: Top-level entries of an output dir that are uploaded; everything else (checkpoints/, logs, hidden dirs) stays local.
+UPLOADED = ("config.json", "model.safetensors", "backbone", "README.md", "training")
+#: Never uploaded, wherever they appear: training checkpoints and hidden (staging) files.
+IGNORED = ["checkpoints/**", "**/checkpoints/**", ".*", "**/.*", "**/.*/**"]
+
+
+def push_output_dir(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Upload a saved model directory to `repo_id` as one commit, with a model card naming the repo; return the commit URL.
+
+    The output dir itself is only changed after a successful upload: its generated README.md (never a hand-written
+    one) and plots are then refreshed to match what was pushed.
+    """
+    from ..cards import README_NAME, is_generated_card, write_model_card
+    from ..model import CONFIG_NAME, WEIGHTS_NAME, read_config
+
+    validate_repo_id(repo_id)
+    directory = Path(output_dir).expanduser()
+    if not directory.is_dir():
+        raise ModelLoadError(f"{directory} is not a directory; give the output directory of a saved hubtl model.")
+    read_config(directory)
+    if not (directory / WEIGHTS_NAME).is_file():
+        raise ModelLoadError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; save the model again before pushing.")
+    readme = directory / README_NAME
+    generated = not readme.is_file() or is_generated_card(readme)
+    if not generated:
+        logger.info("%s was written by hand; pushing it unchanged.", readme)
+    with tempfile.TemporaryDirectory(prefix="hubtl-push-") as tmp:
+        staging = Path(tmp) / directory.resolve().name
+        _stage(directory, staging)
+        if generated:
+            write_model_card(staging, repo_id=repo_id, force=True)
+        url = _upload(staging, repo_id, private, revision, commit_message, token)
+    if generated:
+        try:
+            write_model_card(directory, repo_id=repo_id, force=True)
+        except OSError as err:  # the push succeeded; a read-only output dir only misses the refreshed card
+            logger.warning("Pushed, but could not refresh %s: %s", readme, err)
+    return url
+
+
+def push_model(
+    model: TransferModel,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Save a model to a temporary directory and push it with a generated card; return the commit URL."""
+    validate_repo_id(repo_id)
+    with tempfile.TemporaryDirectory(prefix="hubtl-model-") as tmp:
+        folder = model.save_pretrained(Path(tmp) / repo_id.split("/")[-1])
+        return push_output_dir(
+            folder, repo_id, private=private, revision=revision, commit_message=commit_message, token=token
+        )
+
+
+def _stage(directory: Path, staging: Path) -> None:
+    """Mirror the uploaded part of an output dir into `staging` with links (copies where links fail)."""
+    staging.mkdir(parents=True)
+    for name in UPLOADED:
+        source = directory / name
+        if source.is_file():
+            _link(source, staging / name)
+        elif source.is_dir():
+            for path in sorted(source.rglob("*")):
+                relative = path.relative_to(directory)
+                if path.is_file() and not _ignored(relative):
+                    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                    _link(path, staging / relative)
+
+
+def _ignored(relative: Path) -> bool:
+    """True for checkpoints and hidden files or folders, which are never uploaded."""
+    return any(part.startswith(".") or part == "checkpoints" for part in relative.parts)
+
+
+def _link(source: Path, target: Path) -> None:
+    """Symlink `target` to `source` (files are replaced, never written through, in staging), else copy it."""
+    try:
+        target.symlink_to(source.resolve())
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _upload(
+    folder: Path, repo_id: str, private: bool, revision: str | None, commit_message: str | None, token: str | None
+) -> str:
+    """push_folder with the Hub's refusals turned into HubErrors that say what to do."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return push_folder(
+            folder,
+            repo_id,
+            private=private,
+            revision=revision,
+            commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} with hubtl",
+            token=token,
+            ignore_patterns=IGNORED,
+        )
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None) if getattr(err, "response", None) is not None else None
+        if status in (401, 403):
+            raise HubError(
+                f"The Hub at {endpoint()} refused to write to {repo_id!r} (HTTP {status}): give a token with write "
+                "access (`hf auth login`, HF_TOKEN, or `--token`)."
+            ) from err
+        raise HubError(f"The Hub at {endpoint()} rejected the push to {repo_id!r}: {err}") from err
