@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,10 +20,34 @@ import yaml
 from .data import DatasetConfig
 from .errors import ConfigError
 from .heads import TASKS
+from .metrics import TASK_METRICS, metric_key
 
 STRATEGIES = ("linear_probe", "full", "gradual", "lora")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `5e-5` as a float (YAML 1.2), as everyone writes learning rates; PyYAML alone keeps a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    """Parse YAML with the float rule above."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 @dataclass
@@ -114,7 +140,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist; pass the path of a YAML training config.")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = _yaml_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path} is not valid YAML: {err}") from err
         if not isinstance(values, dict):
@@ -126,23 +152,29 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
-    """Apply `--key value`, `--key=value` and `--dataset.key value` overrides; values parse as YAML."""
-    flags = {"--resume": ("resume_from_checkpoint", True), "--strict": ("strict", True)}
+    """Apply `--key value`, `--key=value` and `--dataset.key value` overrides; values parse as YAML.
+
+    A `--key` with no value after it (the last argument, or followed by another `--key`) means `true`,
+    so `--overwrite_output_dir` works like `--overwrite_output_dir true`.
+    """
+    aliases = {"resume": "resume_from_checkpoint"}  # `--resume` or `--resume path/to/checkpoint`
     i = 0
     while i < len(overrides):
         arg = overrides[i]
-        if arg in flags:
-            key, value = flags[arg]
-            i += 1
-        elif arg.startswith("--") and "=" in arg:
+        if arg.startswith("--") and "=" in arg:
             key, raw = arg[2:].split("=", 1)
             value = _parse_value(raw)
             i += 1
-        elif arg.startswith("--") and i + 1 < len(overrides):
-            key, value = arg[2:], _parse_value(overrides[i + 1])
-            i += 2
+        elif arg.startswith("--") and len(arg) > 2:
+            if i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
+                key, value = arg[2:], _parse_value(overrides[i + 1])
+                i += 2
+            else:
+                key, value = arg[2:], True
+                i += 1
         else:
             raise ConfigError(f"Cannot read override {arg!r}: write `--key value`, e.g. `--learning_rate 3e-4`.")
+        key = aliases.get(key, key)
         key = key.replace("-", "_")
         target = values
         *parents, leaf = key.split(".")
@@ -159,7 +191,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
 def _parse_value(raw: str) -> Any:
     """Parse an override value as YAML (numbers, booleans, lists), falling back to the raw string."""
     try:
-        return yaml.safe_load(raw)
+        return _yaml_load(raw)
     except yaml.YAMLError:
         return raw
 
@@ -173,8 +205,10 @@ def _resolve_data_paths(values: dict[str, Any], base: Path) -> None:
         return
 
     def resolve(p: Any) -> Any:
-        if isinstance(p, str) and not Path(p).is_absolute() and (base / p).exists():
-            return str((base / p).resolve())
+        if isinstance(p, str) and not Path(p).is_absolute():
+            candidate = base / p
+            if candidate.exists() or (glob.has_magic(p) and glob.glob(str(candidate), recursive=True)):
+                return str(candidate.resolve()) if candidate.exists() else str(candidate)
         return p
 
     if "path" in dataset:
@@ -292,3 +326,12 @@ def _check_values(cfg: TrainingConfig) -> None:
         cfg.labels is None or len(set(cfg.labels)) == len(cfg.labels), f"labels must be unique; got {cfg.labels}."
     )
     require(bool(cfg.dataset.path), "dataset.path must name a Hub dataset, a folder or a file.")
+    if cfg.metric_for_best_model is not None and cfg.task in TASK_METRICS:
+        known = TASK_METRICS[cfg.task]
+        if metric_key(cfg.metric_for_best_model) not in known:
+            close = difflib.get_close_matches(metric_key(cfg.metric_for_best_model), known, n=1)
+            hint = f" Did you mean {close[0].removeprefix('eval_')}?" if close else ""
+            raise ConfigError(
+                f"metric_for_best_model {cfg.metric_for_best_model!r} is not computed for task {cfg.task}.{hint} "
+                f"Choose one of {', '.join(k.removeprefix('eval_') for k in known)} (with or without the eval_ prefix)."
+            )

@@ -11,6 +11,17 @@ import torch
 DEFAULT_METRIC = {"classification": "eval_accuracy", "multi_label": "eval_f1_macro", "regression": "eval_rmse"}
 #: Metrics where smaller is better; every other metric is maximised.
 LOWER_IS_BETTER = {"eval_loss", "eval_mae", "eval_rmse", "loss", "mae", "rmse"}
+#: The scalar metrics of each task that can pick the best model (what `evaluate` reports besides eval_samples).
+TASK_METRICS = {
+    "classification": ("eval_loss", "eval_accuracy", "eval_f1_macro"),
+    "multi_label": ("eval_loss", "eval_f1_micro", "eval_f1_macro", "eval_exact_match"),
+    "regression": ("eval_loss", "eval_mae", "eval_rmse", "eval_r2"),
+}
+
+
+def metric_key(name: str) -> str:
+    """Accept 'accuracy' as well as 'eval_accuracy', as transformers does."""
+    return name if name.startswith("eval_") else f"eval_{name}"
 
 
 def compute_metrics(
