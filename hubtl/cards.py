@@ -384,7 +384,8 @@ def _epochs(record: TrainingRecord, main_key: str | None) -> dict[str, Any] | No
         return None
     keys: list[str] = []
     for row in record.metrics:
-        keys += [k for k in row if k not in keys and isinstance(row[k], (int, float)) and not isinstance(row[k], bool)]
+        keys += [k for k in row if k not in keys and k != "eval_samples" and isinstance(row[k], (int, float))
+                 and not isinstance(row[k], bool)]
     first = [k for k in ("epoch", "step", "train_loss", "eval_loss") if k in keys]
     evals = sorted((k for k in keys if k.startswith("eval_") and k not in first), key=lambda k: (k != main_key, k))
     rest = [k for k in keys if k not in first and k not in evals]
