@@ -303,7 +303,15 @@ def _hyperparameters(train_config: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((prefix, _value(value)))
 
     walk("", train_config)
-    return rows
+    strategy = train_config.get("strategy")
+    return [(key, value) for key, value in rows if not _other_strategy_key(key, strategy)]
+
+
+def _other_strategy_key(key: str, strategy: str | None) -> bool:
+    """True for keys that only apply to another strategy (lora_* outside LoRA, the unfreeze schedule outside gradual)."""
+    if strategy is None:
+        return False
+    return (key.startswith("lora_") and strategy != "lora") or (key == "gradual_unfreeze_epochs" and strategy != "gradual")
 
 
 def _strategy(record: TrainingRecord) -> dict[str, Any] | None:

@@ -306,6 +306,17 @@ def test_base_model_and_datasets_follow_the_origin_of_weights_and_data(image_dir
     assert "the local directory `/models/minilm` (not a Hub ID" in card.text
 
 
+def test_keys_of_other_strategies_are_left_out(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    saved_model(out)
+    write_record(out, lora_r=8, lora_alpha=16, gradual_unfreeze_epochs=1)
+    text = build_model_card(out).text
+    assert "`lora_r`" not in text and "`gradual_unfreeze_epochs`" not in text and "`learning_rate`" in text
+    write_record(out, strategy="lora", lora_r=8, lora_alpha=16, gradual_unfreeze_epochs=1)
+    text = build_model_card(out).text
+    assert "| `lora_r` | 8 |" in text and "`gradual_unfreeze_epochs`" not in text and "LoRA" in text
+
+
 def test_hand_written_readme_is_kept(image_dir: Path) -> None:
     readme = image_dir / "README.md"
     readme.write_text("# My own card\n")
