@@ -225,10 +225,13 @@ class TransferModel(nn.Module):
         backbone = backbone_from_spec(config["backbone"], files_dir)
         try:
             head = Head(HeadConfig(**config["head"]))
-        except TypeError as err:
-            raise ConfigError(f"The head section of config.json is invalid: {err}.") from err
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"The head section of config.json is missing or invalid: {err!r}.") from err
         id2label = config.get("id2label") or {}
-        labels = [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+        try:
+            labels = [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"id2label in config.json must map '0'..'{len(id2label) - 1}' to label names: {err!r}.") from err
         return cls(backbone, head, labels=labels, threshold=config.get("threshold", 0.5))
 
 
@@ -267,7 +270,7 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         load_model(model, str(path), strict=True)
     except (SafetensorError, RuntimeError, OSError, ValueError) as err:
         raise ModelLoadError(
-            f"{path} is corrupt or does not match config.json ({type(err).__name__}: {str(err)[:300]}). "
+            f"{path} is corrupt or does not match config.json ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
             "Save or download the model again."
         ) from err
 
@@ -279,6 +282,11 @@ def _move_into(staging: Path, target: Path) -> None:
         return
     # Without config.json the directory is not a model: a crash mid-way leaves nothing loadable behind.
     (target / CONFIG_NAME).unlink(missing_ok=True)
+    # Model files of the previous model that the new one lacks (e.g. backbone/ of a text model) must not linger.
+    for name in MODEL_FILES:
+        stale = target / name
+        if name != CONFIG_NAME and not (staging / name).exists() and stale.exists():
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     for entry in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_NAME):
         dest = target / entry.name
         if entry.is_dir():
@@ -293,7 +301,7 @@ def _move_into(staging: Path, target: Path) -> None:
 
 def _as_list(inputs: Any) -> list[Any]:
     """Accept one raw input or a sequence of them; refuse an empty list."""
-    if isinstance(inputs, (str, os.PathLike)) or not isinstance(inputs, Sequence):
+    if isinstance(inputs, (str, bytes, os.PathLike)) or not isinstance(inputs, Sequence):
         inputs = [inputs]
     examples = list(inputs)
     if not examples:

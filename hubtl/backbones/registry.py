@@ -51,6 +51,8 @@ _entry_points: dict[str, EntryPoint] | None = None
 def register_plugin(plugin: P) -> P:
     """Class decorator registering a plugin in this process (quick experiments; packages use entry points)."""
     instance = plugin() if isinstance(plugin, type) else plugin
+    if not isinstance(instance, BackbonePlugin):
+        raise ConfigError(f"{plugin!r} is not a hubtl.BackbonePlugin subclass or instance; it cannot be registered.")
     if not instance.name:
         raise ConfigError(f"Plugin {plugin!r} has no `name`; set the class attribute `name = '...'`.")
     _registered[instance.name] = _info_for(instance, package=instance.package or None)
@@ -164,7 +166,12 @@ def list_backbones(pattern: str | None = None, modality: str | None = None) -> l
             continue
         if modality and info.modality != modality:
             continue
-        names.extend(f"{info.name}:{model}" for model in info.plugin.list_models(model_pattern or None))
+        try:
+            models = info.plugin.list_models(model_pattern or None)
+        except Exception as err:  # one faulty plugin must not hide the others' backbones
+            logger.warning("Backbone plugin %r failed to list its models: %s: %s", info.name, type(err).__name__, err)
+            continue
+        names.extend(f"{info.name}:{model}" for model in models)
     return names
 
 

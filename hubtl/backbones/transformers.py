@@ -117,6 +117,11 @@ class TransformersPlugin(BackbonePlugin):
         """Load `model_name` (Hub ID or directory) with its tokenizer; random weights when not `pretrained`."""
         from transformers import AutoConfig, AutoModel
 
+        if _looks_like_path(model_name) and not os.path.isdir(model_name):
+            raise BackboneNotFoundError(
+                f"No directory {model_name!r} for transformers:{model_name}. Give an existing local directory "
+                "(with config.json, tokenizer files and weights) or a Hub ID 'namespace/name'."
+            )
         try:
             config = AutoConfig.from_pretrained(model_name, **kwargs)
             tokenizer = _load_tokenizer(model_name)
@@ -141,17 +146,40 @@ class TransformersPlugin(BackbonePlugin):
         return TransformersBackbone(model, tokenizer, spec["name"], kwargs.get("pooling", "mean"), kwargs.get("max_length"))
 
     def list_models(self, pattern: str | None = None) -> list[str]:
-        """Text encoders in the local Hugging Face cache (nothing here can search the online Hub)."""
+        """Transformers models in the local Hugging Face cache (nothing here can search the online Hub).
+
+        A cached model repo counts when one of its snapshots has a transformers `config.json` (with a
+        `model_type`); timm weights or saved hubtl models in the same cache are not text encoders.
+        """
         import fnmatch
 
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import constants, scan_cache_dir
 
-        try:
-            repos = scan_cache_dir().repos
+        try:  # the cache dir is read now, so HF_HOME / HF_HUB_CACHE set after import are honoured
+            repos = scan_cache_dir(constants.HF_HUB_CACHE).repos
         except Exception:  # no cache yet
             return []
-        names = sorted(r.repo_id for r in repos if r.repo_type == "model")
+        names = sorted(r.repo_id for r in repos if r.repo_type == "model" and _is_transformers_repo(r))
         return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def _is_transformers_repo(repo: Any) -> bool:
+    """True when a cached repo has a transformers config.json (one with a `model_type`)."""
+    import json
+
+    for revision in repo.revisions:
+        for file in revision.files:
+            if file.file_name == "config.json" and file.file_path.parent == revision.snapshot_path:
+                try:
+                    return "model_type" in json.loads(file.file_path.read_text())
+                except (OSError, ValueError):
+                    return False
+    return False
+
+
+def _looks_like_path(name: str) -> bool:
+    """True for names that can only be local paths, never Hub IDs ('/abs', './rel', '~/x', 'a/b/c')."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 def _load_tokenizer(source: str) -> Any:
