@@ -214,7 +214,8 @@ class TransferModel(nn.Module):
             local_files_only=local_files_only,
             allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, f"{BACKBONE_DIR}/*"],
         )
-        model = cls.from_config(read_config(directory), directory / BACKBONE_DIR)
+        name = None if Path(model_id).expanduser().is_dir() else str(model_id)
+        model = cls.from_config(read_config(directory, name), directory / BACKBONE_DIR)
         _load_weights(model, directory / WEIGHTS_NAME)
         model.eval()
         return model.to(device) if device is not None else model
@@ -235,12 +236,13 @@ class TransferModel(nn.Module):
         return cls(backbone, head, labels=labels, threshold=config.get("threshold", 0.5))
 
 
-def read_config(directory: Path) -> dict[str, Any]:
-    """Read and validate a saved model's config.json."""
+def read_config(directory: Path, name: str | None = None) -> dict[str, Any]:
+    """Read and validate a saved model's config.json; `name` (a Hub ID) replaces the path in messages."""
     path = Path(directory) / CONFIG_NAME
+    where = name or str(directory)
     if not path.is_file():
         raise ModelLoadError(
-            f"{directory} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
+            f"{where} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
             "`model.save_pretrained(dir)` or `hubtl train`."
         )
     try:
@@ -249,7 +251,8 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path} is not valid JSON ({err}); the model directory is damaged.") from err
     if not isinstance(config, dict) or config.get("library_name") != "hubtl" or "backbone" not in config:
         raise ModelLoadError(
-            f"{path} is not a hubtl model config (no library_name: hubtl). Load it with the library that wrote it."
+            f"{where}: {CONFIG_NAME} is not a hubtl model config (no library_name: hubtl). "
+            "Load it with the library that wrote it."
         )
     if int(config.get("format_version", 1)) > FORMAT_VERSION:
         raise ConfigError(
