@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -100,8 +101,10 @@ def _regression(pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
 
 
 def is_better(metric: str, new: float, best: float | None, greater_is_better: bool | None = None) -> bool:
-    """Whether `new` improves on `best` for this metric."""
-    if best is None:
+    """Whether `new` improves on `best` for this metric; NaN (a diverged run) never improves, and is beaten by anything."""
+    if math.isnan(new):
+        return False
+    if best is None or math.isnan(best):
         return True
     higher = greater_is_better if greater_is_better is not None else metric not in LOWER_IS_BETTER
     return new > best if higher else new < best

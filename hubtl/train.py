@@ -6,13 +6,17 @@ save_state/load_state), so the same code runs on a CPU, one GPU or many processe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -28,7 +32,7 @@ from .config import TrainingConfig, load_config
 from .data import TransferData, load_transfer_data, make_collate
 from .errors import ConfigError, HubtlError
 from .finetune import backbone_frozen, gradual_frozen_params, merge_lora, param_groups, prepare_model
-from .metrics import DEFAULT_METRIC, compute_metrics, is_better
+from .metrics import DEFAULT_METRIC, compute_metrics, is_better, metric_key
 from .model import TransferModel
 
 logger = logging.getLogger("hubtl")
@@ -36,6 +40,7 @@ logger = logging.getLogger("hubtl")
 CHECKPOINTS_DIR = "checkpoints"
 TRAINING_DIR = "training"
 STATE_NAME = "trainer_state.json"
+BEST_DIR = "best"
 
 
 @dataclass
@@ -60,6 +65,9 @@ class _State:
     best_epoch: int | None = None
     best_results: dict[str, Any] | None = None
     bad_epochs: int = 0
+    # training loss of the epoch in progress, summed over all processes, up to the checkpoint
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
 
 
 class _FeatureHead(nn.Module):
@@ -81,7 +89,10 @@ def _feature_collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[di
 
 def train(config: TrainingConfig | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> TrainResult:
     """Run one fine-tuning job from a config (object, dict or YAML path) and return what it produced."""
-    cfg = config if isinstance(config, TrainingConfig) else load_config(config, overrides)
+    if isinstance(config, TrainingConfig):
+        cfg = load_config(config.to_dict(), overrides) if overrides else config
+    else:
+        cfg = load_config(config, overrides)
     return _Trainer(cfg).run()
 
 
@@ -90,8 +101,12 @@ class _Trainer:
 
     def __init__(self, cfg: TrainingConfig) -> None:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import DataLoaderConfiguration
 
+        # AcceleratorState is a per-process singleton that refuses a second run with other settings
+        # (e.g. mixed_precision) in the same process; the process group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.cfg = cfg
         self.output_dir = Path(cfg.output_dir)
         self.checkpoints = self.output_dir / CHECKPOINTS_DIR
@@ -105,6 +120,9 @@ class _Trainer:
         )
         self.main = self.accelerator.is_main_process
         self.state = _State()
+        self._stop_requested = False  # set by the first Ctrl-C (SIGINT) or SIGTERM during the loop
+        self._saved_step: int | None = None  # global step of the latest checkpoint written by this run
+        self._reset_epoch_loss()
 
     # ------------------------------------------------------------------ set-up
 
@@ -127,10 +145,20 @@ class _Trainer:
             self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
         started = time.time()
         try:
-            self._loop()
-        except KeyboardInterrupt:
-            self._log("Interrupted: saving a checkpoint; resume with `--resume`.")
-            self._save_checkpoint()
+            with self._deferred_interrupts():
+                interrupted = self._loop()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a checkpoint of this step
+            self._log(
+                f"Stopped at once (second interrupt). Rerun the same command with --resume to continue from the "
+                f"latest checkpoint in {self.checkpoints}."
+            )
+            self.accelerator.end_training()
+            return TrainResult(self.output_dir, self.state.best_results or {}, self.state.history, interrupted=True)
+        if interrupted:
+            self._log(
+                f"Interrupted at step {self.state.global_step}: saved checkpoint-{self.state.global_step} in "
+                f"{self.checkpoints}. Resume with `--resume` (rerun the same command with --resume)."
+            )
             self.accelerator.end_training()
             return TrainResult(self.output_dir, self.state.best_results or {}, self.state.history, interrupted=True)
         result = self._finish(time.time() - started)
@@ -238,7 +266,8 @@ class _Trainer:
             num_workers=workers, generator=generator, persistent_workers=workers > 0,
         )
         eval_loader = DataLoader(
-            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers
+            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers,
+            generator=torch.Generator().manual_seed(cfg.seed),  # evaluating never draws from the training RNG
         )
         groups = param_groups(self.model, cfg.learning_rate, cfg.weight_decay, cfg.layer_decay, cfg.head_learning_rate)
         if self.use_cache:
@@ -259,7 +288,7 @@ class _Trainer:
             num_training_steps=self.total_steps,
         )
         acc.register_for_checkpointing(self.scheduler)
-        self.metric = _metric_name(cfg.metric_for_best_model or DEFAULT_METRIC[cfg.task])
+        self.metric = metric_key(cfg.metric_for_best_model or DEFAULT_METRIC[cfg.task])
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""
@@ -274,6 +303,7 @@ class _Trainer:
         loader = DataLoader(
             dataset, self.cfg.per_device_eval_batch_size, shuffle=False,
             collate_fn=make_collate(preprocess, self.cfg.task), num_workers=self._num_workers(),
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # the cache never draws from the training RNG
         )
         loader = acc.prepare_data_loader(loader)
         backbone = self.model.backbone.eval()
@@ -287,8 +317,8 @@ class _Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _loop(self) -> None:
-        """Train epoch by epoch, evaluating and checkpointing at each epoch end."""
+    def _loop(self) -> bool:
+        """Train epoch by epoch, evaluating and checkpointing at each epoch end; True when interrupted."""
         from tqdm.auto import tqdm
 
         cfg, acc, state = self.cfg, self.accelerator, self.state
@@ -296,43 +326,107 @@ class _Trainer:
             total=self.total_steps, initial=state.global_step, desc="train", unit="step",
             disable=not self.main or cfg.disable_tqdm,
         )
-        while state.epoch < self.num_epochs and state.global_step < self.total_steps:
-            started, samples, losses = time.time(), 0, []
-            self._set_train_mode()
-            frozen = self._gradually_frozen()
-            self.train_loader.set_epoch(state.epoch)
-            loader = acc.skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
-            for batch, targets in loader:
-                with acc.accumulate(self.module):
-                    loss = self.model.head.loss(self.module(batch), targets)
-                    acc.backward(loss)
+        try:
+            while state.epoch < self.num_epochs and state.global_step < self.total_steps:
+                if self._should_stop():
+                    return self._save_on_interrupt()
+                started, samples = time.time(), 0
+                self._reset_epoch_loss()
+                self._set_train_mode()
+                frozen = self._gradually_frozen()
+                self.train_loader.set_epoch(state.epoch)
+                loader = (
+                    acc.skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
+                )
+                for batch, targets in loader:
+                    with acc.accumulate(self.module):
+                        loss = self.model.head.loss(self.module(batch), targets)
+                        acc.backward(loss)
+                        if acc.sync_gradients:
+                            for p in frozen:
+                                p.grad = None
+                            if cfg.max_grad_norm > 0:
+                                acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm)
+                        self.optimizer.step()
+                        if acc.sync_gradients:
+                            self.scheduler.step()
+                        self.optimizer.zero_grad()
+                    state.batches_done += 1
+                    samples += len(targets) * acc.num_processes
+                    self._loss_sum += loss.detach().to(torch.float64)  # stays on the device: no sync per step
+                    self._loss_count += 1
                     if acc.sync_gradients:
-                        for p in frozen:
-                            p.grad = None
-                        if cfg.max_grad_norm > 0:
-                            acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    if acc.sync_gradients:
-                        self.scheduler.step()
-                    self.optimizer.zero_grad()
-                state.batches_done += 1
-                samples += len(targets) * acc.num_processes
-                losses.append(loss.detach().float())
-                if acc.sync_gradients:
-                    state.global_step += 1
-                    bar.update(1)
-                    if state.global_step % cfg.logging_steps == 0:
-                        rate = samples / max(time.time() - started, 1e-9)
-                        bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{rate:.1f}")
-                    if cfg.save_steps and state.global_step % cfg.save_steps == 0:
-                        self._save_checkpoint()
-                    if state.global_step >= self.total_steps:
-                        break
-            train_loss = acc.gather(torch.stack(losses).mean().reshape(1)).mean().item() if losses else float("nan")
-            stop = self._end_epoch(train_loss, time.time() - started, samples)
-            if stop:
-                break
-        bar.close()
+                        state.global_step += 1
+                        bar.update(1)
+                        if state.global_step % cfg.logging_steps == 0:
+                            rate = samples / max(time.time() - started, 1e-9)
+                            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{rate:.1f}")
+                        if cfg.save_steps and state.global_step % cfg.save_steps == 0:
+                            self._save_checkpoint()
+                        if state.global_step >= self.total_steps:
+                            break
+                        if self._should_stop():
+                            return self._save_on_interrupt()
+                train_loss = self._epoch_train_loss()
+                if self._end_epoch(train_loss, time.time() - started, samples):
+                    break
+            return False
+        finally:
+            bar.close()
+
+    def _reset_epoch_loss(self) -> None:
+        """Start summing this process's training losses afresh."""
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
+        self._loss_count = 0
+
+    def _epoch_loss_totals(self) -> tuple[float, int]:
+        """Training-loss sum and batch count of the epoch so far, over all processes and across a resume."""
+        local = torch.stack([self._loss_sum, torch.tensor(float(self._loss_count), dtype=torch.float64, device=self._loss_sum.device)])
+        total = self.accelerator.reduce(local, reduction="sum") if self.accelerator.num_processes > 1 else local
+        return self.state.epoch_loss_sum + float(total[0]), self.state.epoch_loss_count + int(total[1])
+
+    def _epoch_train_loss(self) -> float:
+        """Mean training loss of the epoch that just ended (batches before a resume included)."""
+        loss_sum, count = self._epoch_loss_totals()
+        self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
+        self._reset_epoch_loss()
+        return loss_sum / count if count else float("nan")
+
+    @contextlib.contextmanager
+    def _deferred_interrupts(self) -> Iterator[None]:
+        """The first Ctrl-C (or SIGTERM) asks the loop to stop after the current step and save a checkpoint;
+        a second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _should_stop(self) -> bool:
+        """Whether any process was asked to stop (all processes agree, so they stop at the same step)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return self._stop_requested
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=acc.device)
+        return bool(acc.reduce(flag, reduction="sum").item() > 0)
+
+    def _save_on_interrupt(self) -> bool:
+        """Checkpoint the current step (unless just saved) for `--resume`; True for the loop's return."""
+        if self._saved_step != self.state.global_step:
+            self._save_checkpoint()
+        return True
 
     def _set_train_mode(self) -> None:
         """Training mode, but a frozen backbone stays in eval mode (BatchNorm statistics and dropout frozen)."""
@@ -365,6 +459,8 @@ class _Trainer:
             "train_samples_per_second": round(samples / max(seconds, 1e-9), 2),
         }
         state.history.append(record)
+        if self.main:  # written each epoch, so a long run can be followed (and a crashed one read)
+            self._write_metrics()
         self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if self.accelerator.trackers:
             self.accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=state.global_step)
@@ -409,6 +505,7 @@ class _Trainer:
     def _save_checkpoint(self) -> None:
         """save_state into a staging dir, then rename it: a crash never leaves a checkpoint that looks complete."""
         acc, state = self.accelerator, self.state
+        loss_sum, loss_count = self._epoch_loss_totals() if state.batches_done else (0.0, 0)
         final = self.checkpoints / f"checkpoint-{state.global_step}"
         staging = self.checkpoints / f".staging-checkpoint-{state.global_step}"
         if self.main:
@@ -418,12 +515,15 @@ class _Trainer:
         acc.save_state(str(staging))
         acc.wait_for_everyone()
         if self.main:
-            _write_atomic(staging / STATE_NAME, json.dumps(state.__dict__, indent=2))
+            saved = {**state.__dict__, "epoch_loss_sum": loss_sum, "epoch_loss_count": loss_count}
+            _write_atomic(staging / STATE_NAME, json.dumps(saved, indent=2))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
             for old in _checkpoints(self.checkpoints)[: -self.cfg.save_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
+            self._prune_best()
+        self._saved_step = state.global_step
         acc.wait_for_everyone()
 
     def _resume(self, checkpoint: Path) -> None:
@@ -431,19 +531,32 @@ class _Trainer:
         self.accelerator.load_state(str(checkpoint))
         saved = json.loads((checkpoint / STATE_NAME).read_text())
         self.state = _State(**saved)
+        self._saved_step = self.state.global_step
         self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
 
     def _save_best(self) -> None:
-        """Keep the best weights so far (safetensors, written atomically) for the end of the run."""
+        """Keep the best weights so far (safetensors, written atomically) for the end of the run.
+
+        One file per best epoch: the previous best is only removed once a checkpoint that records the new
+        best is complete, so a run killed in between resumes with its recorded best weights still on disk.
+        """
         from safetensors.torch import save_model
 
         if self.main:
-            best = self.checkpoints / "best"
+            best = self.checkpoints / BEST_DIR
             best.mkdir(parents=True, exist_ok=True)
-            tmp = best / ".model.safetensors.tmp"
+            target = _best_weights(self.checkpoints, self.state.epoch)
+            tmp = best / f".{target.name}.tmp"
             save_model(self.model, str(tmp))
-            os.replace(tmp, best / "model.safetensors")
+            os.replace(tmp, target)
         self.accelerator.wait_for_everyone()
+
+    def _prune_best(self) -> None:
+        """Remove best-weights files other than the one the latest complete checkpoint records."""
+        keep = _best_weights(self.checkpoints, self.state.best_epoch) if self.state.best_epoch else None
+        for path in (self.checkpoints / BEST_DIR).glob("model-epoch*.safetensors"):
+            if path != keep:
+                path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ output
 
@@ -453,16 +566,16 @@ class _Trainer:
 
         acc, cfg, state = self.accelerator, self.cfg, self.state
         acc.wait_for_everyone()
-        best = self.checkpoints / "best" / "model.safetensors"
-        if best.is_file():
+        best = _best_weights(self.checkpoints, state.best_epoch) if state.best_epoch else None
+        if best is not None and best.is_file():
             load_model(self.model, str(best), device="cpu" if acc.device.type == "cpu" else str(acc.device))
         if cfg.strategy == "lora":
             merge_lora(self.model)
-        results = state.best_results or {}
+        results = state.best_results or (dict(state.history[-1]) if state.history else {})
         if self.main:
             self.model.to("cpu").save_pretrained(self.output_dir)
             training = self.output_dir / TRAINING_DIR
-            _write_atomic(training / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+            self._write_metrics()
             _write_atomic(training / "eval_results.json", json.dumps({**results, "labels": self.data.labels}, indent=2))
             _write_atomic(training / "summary.json", json.dumps(self._summary(runtime), indent=2))
             from .cards import write_model_card
@@ -476,6 +589,11 @@ class _Trainer:
                 self._log(f"Pushed to {url}.")
         acc.wait_for_everyone()
         return TrainResult(self.output_dir, results, state.history)
+
+    def _write_metrics(self) -> None:
+        """training/metrics.jsonl: one JSON line per finished epoch."""
+        lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
+        _write_atomic(self.output_dir / TRAINING_DIR / "metrics.jsonl", lines)
 
     def _summary(self, runtime: float) -> dict[str, Any]:
         """The facts of the run the model card reports."""
@@ -508,6 +626,11 @@ class _Trainer:
         _write_atomic(path, yaml.safe_dump(values, sort_keys=False))
 
 
+def _best_weights(checkpoints: Path, epoch: int) -> Path:
+    """Where the weights of the best epoch so far are kept."""
+    return checkpoints / BEST_DIR / f"model-epoch{epoch}.safetensors"
+
+
 def _checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoints in step order (staging dirs are never listed)."""
     if not directory.is_dir():
@@ -518,7 +641,7 @@ def _checkpoints(directory: Path) -> list[Path]:
 
 def _metric_name(name: str) -> str:
     """Accept 'accuracy' as well as 'eval_accuracy', as transformers does."""
-    return name if name.startswith("eval_") else f"eval_{name}"
+    return metric_key(name)
 
 
 def _tracker(report_to: str) -> str | None:
@@ -580,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     except HubtlError as err:
         print(f"hubtl: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (or a second Ctrl-C while finishing)
+        print("hubtl: interrupted.", file=sys.stderr)
+        return 130
     return 130 if result.interrupted else 0
 
 
