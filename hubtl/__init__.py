@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
     PluginUnavailableError,
 )
 from .heads import Head, HeadConfig  # noqa: E402
+from .images import load_image  # noqa: E402
 from .model import TransferModel  # noqa: E402
 
 __all__ = [
@@ -43,9 +44,20 @@ __all__ = [
     "Preprocessor",
     "TransferModel",
     "__version__",
+    "ImagePreprocessor",
     "create_backbone",
     "get_plugin",
     "list_backbones",
     "list_plugins",
+    "load_image",
     "register_plugin",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import `ImagePreprocessor` (timm transforms) on first use, so text-only users never import timm."""
+    if name == "ImagePreprocessor":
+        from .backbones.timm import ImagePreprocessor
+
+        return ImagePreprocessor
+    raise AttributeError(f"module 'hubtl' has no attribute {name!r}")

@@ -20,10 +20,17 @@ DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "c
 
 
 class ImagePreprocessor(Preprocessor):
-    """Decodes images and applies timm's transforms from the backbone's pretrained data config."""
+    """Decodes images (see `hubtl.load_image`) and applies timm's transforms for a data config.
+
+    Public so that image plugins reuse it with their own data config (input size, mean/std, crop).
+    """
 
     def __init__(self, data_config: dict[str, Any], train: bool = False) -> None:
-        self.data_config = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
+        self.data_config = {
+            k: tuple(data_config[k]) if isinstance(data_config[k], list) else data_config[k]
+            for k in DATA_CONFIG_KEYS
+            if k in data_config
+        }
         self.train = train
         self.deterministic = not train
         self._transform = None  # built lazily: keeps the object small to pickle into DataLoader workers
