@@ -1,0 +1,89 @@
+"""3. Linear probe with the feature cache vs without: wall time of a whole 10-epoch `train()` run.
+
+Both runs are `hubtl.train.train()` with `strategy: linear_probe, augment: false` on the hymenoptera
+image folder (245 training, 153 evaluation images, every image evaluated after every epoch), one
+with `feature_cache: true`, one with `feature_cache: false`. The time is the whole `train()` call:
+loading and checking the data, building the model, extracting features (cache) or running the
+frozen backbone every epoch (no cache), 10 epochs, evaluation, checkpoints, the final save and the
+model card. The heavy imports (torch, timm, transformers, datasets, accelerate) are done before the
+clock starts in both runs: they cost the same with and without the cache. The subprocess wall time
+(imports included) is reported in the details.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .common import Context, Row, cuda_memory_rows, failed_row, memory_row, run_child
+
+GROUP = "feature_cache"
+GOAL = (">=", 5.0)
+
+SIZES = {
+    "quick": dict(model="test_resnet", size=32, epochs=10, batch=16, max_train=32, max_eval=16),
+    "cpu": dict(model="resnet18", size=64, epochs=10, batch=32, max_train=None, max_eval=None),
+    "cuda": dict(model="resnet50", size=224, epochs=10, batch=64, max_train=None, max_eval=None),
+}
+
+
+def run(ctx: Context) -> list[Row]:
+    p = SIZES[ctx.mode]
+    item = f"linear probe, {p['epochs']} epochs, cache vs no cache ({p['model']}, {p['size']} px, hymenoptera)"
+    kwargs = dict(data=str(ctx.data), mixed_precision=ctx.mixed_precision, workers=_workers(ctx), **p)
+    try:
+        cached = run_child(ctx, f"{GROUP}_on", __name__, "probe", cache=True, out=str(ctx.work / f"{GROUP}_on"), **kwargs)
+        uncached = run_child(ctx, f"{GROUP}_off", __name__, "probe", cache=False, out=str(ctx.work / f"{GROUP}_off"), **kwargs)
+    except Exception as err:  # noqa: BLE001
+        return [failed_row(GROUP, GROUP, item, "s", str(err), GOAL)]
+    h, b = cached["train_s"], uncached["train_s"]
+    return [
+        Row(GROUP, GROUP, item, h, b, "s", b / h, goal=GOAL, ratio_of="speed-up: no cache / cache",
+            hubtl_label="cache on", baseline_label="cache off",
+            notes=(f"whole train() call, one run each; epoch loop alone (summary runtime_s, after the cache's one "
+                   f"feature pass) "
+                   f"{cached['runtime_s']:.1f} s vs {uncached['runtime_s']:.1f} s; subprocess wall with imports "
+                   f"{cached['wall_s']:.1f} s vs {uncached['wall_s']:.1f} s"),
+            details={"cache_on": cached, "cache_off": uncached, "params": p}),
+        memory_row(GROUP, f"{GROUP}_memory", item, [cached], [uncached]),
+        *cuda_memory_rows(GROUP, f"{GROUP}_memory", item, [cached], [uncached]),
+    ]
+
+
+def _workers(ctx: Context) -> int:
+    return min(2, ctx.cores) if ctx.device == "cpu" else max(2, min(8, ctx.cores - 2))
+
+
+def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, batch: int, max_train: int | None,
+          max_eval: int | None, workers: int, mixed_precision: str) -> dict[str, Any]:
+    """One linear-probe run; the imports every run needs are done before the clock starts."""
+    import json
+    from pathlib import Path
+
+    import accelerate  # noqa: F401
+    import datasets  # noqa: F401
+    import timm  # noqa: F401
+    import transformers.optimization  # noqa: F401  (hubtl.train imports get_scheduler from here)
+
+    import hubtl.backbones.timm  # noqa: F401
+    from hubtl.train import train
+
+    dataset: dict[str, Any] = {"path": f"{data}/hymenoptera"}
+    if max_train:
+        dataset["max_train_samples"] = max_train
+    if max_eval:
+        dataset["max_eval_samples"] = max_eval
+    started = time.perf_counter()
+    result = train({
+        "backbone": f"timm:{model}", "pretrained": False, "backbone_kwargs": {"image_size": size},
+        "dataset": dataset, "strategy": "linear_probe", "augment": False, "feature_cache": cache,
+        "num_train_epochs": epochs, "per_device_train_batch_size": batch, "per_device_eval_batch_size": 2 * batch,
+        "learning_rate": 1e-3, "mixed_precision": mixed_precision, "dataloader_num_workers": workers,
+        "output_dir": out, "overwrite_output_dir": True, "report_to": "none", "seed": 0,
+    })
+    train_s = time.perf_counter() - started
+    summary = json.loads((Path(result.output_dir) / "training" / "summary.json").read_text())
+    if summary.get("feature_cache") != cache:
+        raise RuntimeError(f"feature_cache was {summary.get('feature_cache')} in a run that asked for {cache}")
+    return {"train_s": train_s, "runtime_s": summary["runtime_s"], "epochs": len(result.metrics),
+            "epoch_s": [m["epoch_time_s"] for m in result.metrics]}
