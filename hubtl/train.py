@@ -110,7 +110,7 @@ class _Trainer:
         self.cfg = cfg
         self.output_dir = Path(cfg.output_dir)
         self.checkpoints = self.output_dir / CHECKPOINTS_DIR
-        tracker = _tracker(cfg.report_to)
+        tracker = self.tracker = _tracker(cfg.report_to)
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -141,7 +141,7 @@ class _Trainer:
             self._resume(resume_dir)
         if self.main:
             self._write_yaml(self.output_dir / TRAINING_DIR / "config.yaml", cfg.to_dict())
-        if self.accelerator.trackers:
+        if self.tracker:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
             self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
         started = time.time()
         try:

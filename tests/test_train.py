@@ -494,6 +494,54 @@ def test_the_best_epoch_is_saved_not_the_last(tiny_bert: str, texts: Path, tmp_p
     assert sorted(p.name for p in (out / "checkpoints" / "best").iterdir()) == [f"model-epoch{best + 1}.safetensors"]
 
 
+# ---------------------------------------------------------------------------------------------- optimisation
+
+
+NO_DROPOUT = {"backbone_kwargs": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    values = {"strategy": "full", "learning_rate": 5e-3, "warmup_ratio": 0.25, **NO_DROPOUT}
+    big = train(_bert(tiny_bert, texts, tmp_path / "big", per_device_train_batch_size=8, **values))
+    accumulated = train(_bert(tiny_bert, texts, tmp_path / "acc", per_device_train_batch_size=4,
+                              gradient_accumulation_steps=2, **values))
+    assert [r["step"] for r in big.metrics] == [r["step"] for r in accumulated.metrics] == [6, 12]
+    # the scheduler steps once per optimizer step: same learning rates
+    assert [r["learning_rate"] for r in big.metrics] == pytest.approx([r["learning_rate"] for r in accumulated.metrics])
+    for a, b in zip(big.metrics, accumulated.metrics):
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+    wa, wb = _weights(tmp_path / "big"), _weights(tmp_path / "acc")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-4, msg=key)
+
+
+def test_max_steps_and_the_schedule(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    result = train(_bert(tiny_bert, texts, tmp_path / "out", strategy="linear_probe", learning_rate=0.1,
+                         max_steps=9, num_train_epochs=100, lr_scheduler_type="linear", warmup_ratio=0.0))
+    # 6 steps per epoch: epoch 1 (steps 1-6), then a cut-short epoch 2 (steps 7-9); linear decay to 0 at step 9
+    assert [(r["epoch"], r["step"]) for r in result.metrics] == [(1, 6), (2, 9)]
+    assert [r["learning_rate"] for r in result.metrics] == pytest.approx([0.1 * 3 / 9, 0.0])
+
+
+def test_repeated_runs_in_one_process_with_other_precision(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    """Accelerate's state is a per-process singleton: a second run with another mixed_precision must work."""
+    values = {"strategy": "full", "learning_rate": 1e-3, "num_train_epochs": 1}
+    train(_bert(tiny_bert, texts, tmp_path / "fp32", **values))
+    result = train(_bert(tiny_bert, texts, tmp_path / "bf16", mixed_precision="bf16", **values))
+    assert result.metrics[0]["eval_samples"] == 16 and np.isfinite(result.metrics[0]["eval_loss"])
+    assert json.loads((tmp_path / "bf16" / "training" / "summary.json").read_text())["mixed_precision"] == "bf16"
+    train(_bert(tiny_bert, texts, tmp_path / "again", **values))
+
+
+def test_tensorboard_logging(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "out"
+    train(_bert(tiny_bert, texts, out, strategy="linear_probe", learning_rate=0.05, report_to="tensorboard"))
+    events = list((out / "training").rglob("events.out.tfevents.*"))
+    assert events and sum(e.stat().st_size for e in events) > 0
+
+
 # ---------------------------------------------------------------------------------------------- metrics
 
 
