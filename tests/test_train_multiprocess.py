@@ -79,9 +79,11 @@ def _launch(config: Path, out: Path, *overrides: str) -> subprocess.CompletedPro
         "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "hubtl.train", str(config), "--output_dir", str(out), *overrides,
     ]
-    done = subprocess.run(command, env={**ENV, "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    # GPUs hidden: on a machine with one GPU, Accelerate's barrier would still address cuda:<rank> (seen on an H200)
+    env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert done.returncode == 0, "\n".join(errors[:20]) + "\n...\n" + done.stderr[-3000:]
     return done
 
 
