@@ -353,7 +353,7 @@ class _Trainer:
                         self.optimizer.zero_grad()
                     state.batches_done += 1
                     samples += len(targets) * acc.num_processes
-                    self._loss_sum += loss.detach().to(torch.float64)  # stays on the device: no sync per step
+                    self._loss_sum += loss.detach().to(self._loss_sum.dtype)  # stays on the device: no sync per step
                     self._loss_count += 1
                     if acc.sync_gradients:
                         state.global_step += 1
@@ -365,7 +365,7 @@ class _Trainer:
                             self._save_checkpoint()
                         if state.global_step >= self.total_steps:
                             break
-                        if self._should_stop():
+                        if self._should_stop(every=cfg.logging_steps):
                             return self._save_on_interrupt()
                 train_loss = self._epoch_train_loss()
                 if self._end_epoch(train_loss, time.time() - started, samples):
@@ -376,12 +376,15 @@ class _Trainer:
 
     def _reset_epoch_loss(self) -> None:
         """Start summing this process's training losses afresh."""
-        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
+        device = self.accelerator.device
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self._loss_sum = torch.zeros((), dtype=dtype, device=device)
         self._loss_count = 0
 
     def _epoch_loss_totals(self) -> tuple[float, int]:
         """Training-loss sum and batch count of the epoch so far, over all processes and across a resume."""
-        local = torch.stack([self._loss_sum, torch.tensor(float(self._loss_count), dtype=torch.float64, device=self._loss_sum.device)])
+        count = torch.tensor(float(self._loss_count), dtype=self._loss_sum.dtype, device=self._loss_sum.device)
+        local = torch.stack([self._loss_sum, count])
         total = self.accelerator.reduce(local, reduction="sum") if self.accelerator.num_processes > 1 else local
         return self.state.epoch_loss_sum + float(total[0]), self.state.epoch_loss_count + int(total[1])
 
@@ -414,11 +417,17 @@ class _Trainer:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
-    def _should_stop(self) -> bool:
-        """Whether any process was asked to stop (all processes agree, so they stop at the same step)."""
+    def _should_stop(self, every: int = 1) -> bool:
+        """Whether any process was asked to stop (all processes agree, so they stop at the same step).
+
+        With several processes the flags are summed over all of them, a host sync: done only every
+        `every` optimizer steps (and at epoch starts), the same steps on every process.
+        """
         acc = self.accelerator
         if acc.num_processes == 1:
             return self._stop_requested
+        if self.state.global_step % every:
+            return False
         flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=acc.device)
         return bool(acc.reduce(flag, reduction="sum").item() > 0)
 
