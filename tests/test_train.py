@@ -175,9 +175,7 @@ def test_linear_probe_keeps_backbone_and_batchnorm_statistics(images: Path, tmp_
     out = tmp_path / "out"
     result = train(_timm(images, out, strategy="linear_probe", learning_rate=0.05, augment=True))
     assert "Feature cache off: training transforms are random" in _messages(caplog)
-    assert spy["trainable"] == {"head.layers.0.weight", "head.layers.0.bias"} or all(
-        n.startswith("head.") for n in spy["trainable"]
-    )
+    assert spy["trainable"] and all(n.startswith("head.") for n in spy["trainable"])
     saved = _weights(out)
     backbone = [k for k in saved if k.startswith("backbone.")]
     assert any("running_mean" in k for k in backbone) and any("running_var" in k for k in backbone)
@@ -705,6 +703,7 @@ def test_kill_and_resume_gives_the_same_weights(reference: Path, run_config: Pat
     complete = sorted((p for p in (out / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
                       key=lambda p: int(p.name.split("-")[1]))
     last = complete[-1]
+    assert json.loads((last / "trainer_state.json").read_text())["global_step"] < 96  # 8 epochs x 12 steps
     # what a kill in mid-save leaves: a staging dir, and a checkpoint dir without its state file
     staging = out / "checkpoints" / ".staging-checkpoint-99999"
     shutil.copytree(last, staging)
