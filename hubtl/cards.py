@@ -335,7 +335,7 @@ def _run(record: TrainingRecord) -> list[tuple[str, str]]:
         ("Optimizer steps", summary.get("total_steps")),
         ("Best epoch", summary.get("best_epoch")),
         ("Selected by", _metric_name(str(summary["metric_for_best_model"])) if summary.get("metric_for_best_model") else None),
-        ("Runtime", f"{summary['runtime_s']:.1f} s" if isinstance(summary.get("runtime_s"), (int, float)) else None),
+        ("Runtime", _runtime(summary)),
         ("Processes", summary.get("world_size")),
         ("Mixed precision", summary.get("mixed_precision")),
     ]
@@ -665,3 +665,13 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it, then render the card again.") from err
+
+
+def _runtime(summary: dict[str, Any]) -> str | None:
+    """Training-loop time, plus the set-up (data, model, feature cache) when the record has it."""
+    loop, setup = summary.get("runtime_s"), summary.get("setup_s")
+    if not isinstance(loop, (int, float)):
+        return None
+    if isinstance(setup, (int, float)):
+        return f"{loop:.1f} s training loop, after {setup:.1f} s set-up (data, model, feature cache)"
+    return f"{loop:.1f} s training loop"

@@ -131,6 +131,7 @@ class _Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
+        self.setup_started = time.time()
         resume_dir = self._check_output_dir()
         set_seed(cfg.seed)
         self.data = self._load_data()
@@ -144,6 +145,7 @@ class _Trainer:
         if self.tracker:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
             self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
         started = time.time()
+        self.setup_seconds = started - self.setup_started
         try:
             with self._deferred_interrupts():
                 interrupted = self._loop()
@@ -619,6 +621,7 @@ class _Trainer:
             "metric_for_best_model": self.metric,
             "total_steps": self.state.global_step,
             "runtime_s": round(runtime, 2),
+            "setup_s": round(self.setup_seconds, 2),
             "world_size": self.accelerator.num_processes,
             "mixed_precision": cfg.mixed_precision,
             "versions": _versions(),
