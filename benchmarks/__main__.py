@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device, device_name = args.device, None
     if device in ("auto", "cuda"):
-        has_cuda, device_name = probe_cuda()
+        has_cuda, device_name = probe_cuda(asked=device == "cuda")
         if device == "cuda" and not has_cuda:
             print("--device cuda: torch sees no GPU here", file=sys.stderr)
             return 2
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(out=out, work=work, logs=logs, data=data, device=device, quick=args.quick,
                   mixed_precision=args.mixed_precision, cores=cores, only=only, profile=args.profile)
     machine = machine_info(device, device_name)
-    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     print(f"hubtl benchmarks: {machine_line(machine)}", flush=True)
     print(f"results -> {out}; logs -> {logs}; work -> {work}", flush=True)
 
@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                 row.details.setdefault("group_seconds", round(time.perf_counter() - t0, 1))
             rows += new
             print(table(new).split("\n", 2)[2], flush=True)
+            write(out, rows, {"command": command, "quick": args.quick, "device": device, "partial": True,
+                              "mixed_precision": args.mixed_precision, "machine": machine, "data": str(data),
+                              "duration_s": round(time.perf_counter() - started, 1)})
     finally:
         close_workers()
         if own_work:
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_average_at_end"] = list(os.getloadavg())
     machine["cpu_pressure_at_end"] = cpu_pressure()
     duration = time.perf_counter() - started
-    meta = {"command": command, "quick": args.quick, "device": device, "mixed_precision": args.mixed_precision,
+    meta = {"command": command, "quick": args.quick, "device": device, "partial": False, "mixed_precision": args.mixed_precision,
             "duration_s": round(duration, 1), "machine": machine, "data": str(data)}
     json_path, md_path = write(out, rows, meta)
     print()

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from . import artifacts
-from .common import Context, Row, failed_row, median, spawn, spread
+from .common import Context, Row, contention_note, failed_row, median, spawn, spread
 
 GROUP = "cold_start"
 GOAL = ("<=", 1.2)
@@ -133,7 +133,8 @@ def measure(ctx: Context, kind: str, model: dict[str, Any], p: dict[str, Any]) -
                 code = codes[0] if side == "hubtl" else codes[1]
                 done = spawn(ctx, f"{GROUP}_{kind}_{side}_{r}", [sys.executable, "-c", code, json.dumps(args)])
                 line = next(l for l in reversed(done.output.splitlines()) if l.startswith("COLD_START "))
-                result = {**json.loads(line[len("COLD_START "):]), "wall_s": done.wall_s, "maxrss_mb": done.maxrss_mb}
+                result = {**json.loads(line[len("COLD_START "):]), "wall_s": done.wall_s, "maxrss_mb": done.maxrss_mb,
+                          "other_cores": done.other_cores}
                 runs[side].append(result)
     except Exception as err:  # noqa: BLE001
         return [failed_row(GROUP, f"{GROUP}_{kind}", item, "s", str(err), GOAL)]
@@ -151,7 +152,7 @@ def measure(ctx: Context, kind: str, model: dict[str, Any], p: dict[str, Any]) -
                                                               ("import_s", "load_s", "predict_s"))
                       + " s vs baseline " + "/".join(f"{median([r[k] for r in b]):.2f}" for k in
                                                      ("import_s", "load_s", "predict_s")) + " s; " if key == "total_s" else "")
-                   + agree),
+                   + agree + "; " + contention_note(runs)),
             details={"hubtl": h, "baseline": b} if key == "wall_s" else {},
         ))
     hm, bm = max(r["maxrss_mb"] for r in h), max(r["maxrss_mb"] for r in b)

@@ -78,12 +78,28 @@ class Context:
 
 @dataclass
 class Spawned:
-    """What one subprocess did: exit status, wall time from spawn to exit, peak RSS, its output."""
+    """What one subprocess did: exit status, wall time from spawn to exit, peak RSS, its output.
+
+    `other_cores` is how many cores other processes kept busy on average meanwhile (machine-wide busy
+    CPU time from /proc/stat, steal included, minus the subprocess tree's own CPU time, over the wall
+    time): near 0 on a quiet machine; a benchmark run beside other work reads high here.
+    """
 
     returncode: int
     wall_s: float
     maxrss_mb: float
     output: str
+    other_cores: float | None = None
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    try:
+        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def spawn(ctx: Context, name: str, argv: list[str], extra_env: dict[str, str] | None = None, timeout: float = 900) -> Spawned:
@@ -97,6 +113,7 @@ def spawn(ctx: Context, name: str, argv: list[str], extra_env: dict[str, str] | 
     with open(log, "wb") as fh:
         fh.write(("$ " + " ".join(argv) + "\n").encode())
         fh.flush()
+        busy = _busy_seconds()
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=ctx.child_env(extra_env), cwd=REPO,
                                 start_new_session=True)
@@ -107,9 +124,13 @@ def spawn(ctx: Context, name: str, argv: list[str], extra_env: dict[str, str] | 
         finally:
             timer.cancel()
         wall = time.perf_counter() - start
+        busy_after = _busy_seconds()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: keep Popen from waiting again
     output = log.read_text(errors="replace")
-    result = Spawned(proc.returncode, wall, usage.ru_maxrss / 1024.0, output)
+    other = None
+    if busy is not None and busy_after is not None and wall > 0:
+        other = round(max(0.0, busy_after - busy - usage.ru_utime - usage.ru_stime) / wall, 3)
+    result = Spawned(proc.returncode, wall, usage.ru_maxrss / 1024.0, output, other)
     if result.returncode != 0:
         tail = "\n".join(output.splitlines()[-25:])
         raise BenchmarkError(f"{name} exited with {result.returncode} after {wall:.1f}s (log {log}):\n{tail}")
@@ -139,8 +160,51 @@ def run_child(ctx: Context, name: str, module: str, func: str, timeout: float = 
     except BenchmarkError as err:
         raise BenchmarkError(_child_error(result_path) or str(err)) from None
     result = json.loads(result_path.read_text())
-    result.update(wall_s=done.wall_s, maxrss_mb=done.maxrss_mb)
+    result.update(wall_s=done.wall_s, maxrss_mb=done.maxrss_mb, other_cores=done.other_cores)
     return result
+
+
+#: Average cores used by other processes during a run above which a run counts as disturbed.
+DISTURBED = 0.3
+
+
+def alternate(ctx: Context, rounds: int, sides: dict[str, Any], extra: int = 1) -> tuple[dict[str, list[dict]], int]:
+    """Run `sides` (name -> callable(round) -> result) in alternating order for `rounds` rounds.
+
+    When other processes disturbed any run (other_cores > DISTURBED), up to `extra` more rounds are
+    added: more data for the median from both sides, never a choice of the better side. Returns the
+    runs per side and the number of extra rounds run. --quick never adds rounds.
+    """
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    names = list(sides)
+
+    def one_round(r: int) -> None:
+        for name in (names if r % 2 == 0 else names[::-1]):
+            runs[name].append(sides[name](r))
+
+    for r in range(rounds):
+        one_round(r)
+    added = 0
+    while not ctx.quick and added < extra and _disturbed(runs):
+        one_round(rounds + added)
+        added += 1
+    return runs, added
+
+
+def _disturbed(runs: dict[str, list[dict]]) -> bool:
+    return any((run.get("other_cores") or 0) > DISTURBED for side in runs.values() for run in side)
+
+
+def contention_note(runs: dict[str, list[dict]], added: int = 0) -> str:
+    """'other processes used ... cores' for the notes of a row."""
+    values = [run.get("other_cores") for side in runs.values() for run in side]
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    note = f"other processes kept {statistics.mean(values):.2f} cores busy on average (max {max(values):.2f})"
+    if added:
+        note += f"; {added} extra round(s) run because of that"
+    return note
 
 
 def _child_error(result_path: Path) -> str | None:
@@ -339,9 +403,12 @@ def cpu_pressure() -> dict[str, float] | None:
     return {k: float(fields[k]) for k in ("avg10", "avg60", "avg300") if k in fields}
 
 
-def probe_cuda() -> tuple[bool, str | None]:
-    """Whether torch sees a GPU here (asked in a subprocess, so the parent stays free of torch)."""
-    if not (Path("/dev/nvidiactl").exists() or any(Path("/dev").glob("nvidia*"))):
+def probe_cuda(asked: bool = False) -> tuple[bool, str | None]:
+    """Whether torch sees a GPU here (asked in a subprocess, so the parent stays free of torch).
+
+    Unless the GPU was `asked` for, a machine without /dev/nvidia* is taken as CPU-only without asking torch.
+    """
+    if not asked and not (Path("/dev/nvidiactl").exists() or any(Path("/dev").glob("nvidia*"))):
         return False, None
     code = "import torch;ok=torch.cuda.is_available();print(ok);print(torch.cuda.get_device_name(0) if ok else '')"
     try:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import yaml
 
-from .common import Context, Row, failed_row, free_port, median, run_child, spawn, spread
+from .common import Context, Row, alternate, contention_note, failed_row, free_port, median, run_child, spawn, spread
 
 GROUP = "data_parallel"
 
 SIZES = {
     "quick": dict(model="tiny-bert", n=64, batch=16, epochs=2, max_length=32),
-    "cpu": dict(model="small-bert", n=384, batch=32, epochs=3, max_length=64),
+    "cpu": dict(model="small-bert", n=256, batch=32, epochs=3, max_length=64),
     "cuda": dict(model="small-bert", n=1024, batch=64, epochs=3, max_length=64),
 }
 
@@ -34,28 +34,37 @@ def run(ctx: Context) -> list[Row]:
     p = SIZES[ctx.mode]
     threads = max(1, ctx.cores // 2)
     item = f"CPU data parallel, 2 processes vs 1 ({p['model']}, global batch {p['batch']})"
-    try:
-        config = _write_config(ctx, p)
-        one = _train(ctx, "one", [sys.executable, "-m", "hubtl.train", str(config), "--per_device_train_batch_size",
-                                  str(p["batch"]), "--output_dir", str(ctx.work / f"{GROUP}_one")], {})
-        two = _train(ctx, "two", [
+    def one(r: int) -> dict:
+        return _train(ctx, f"one_{r}", [sys.executable, "-m", "hubtl.train", str(config), "--per_device_train_batch_size",
+                                        str(p["batch"]), "--output_dir", str(ctx.work / f"{GROUP}_one")],
+                      {"CUDA_VISIBLE_DEVICES": ""})
+
+    def two(r: int) -> dict:
+        return _train(ctx, f"two_{r}", [
             sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--num_cpu_threads_per_process", str(threads), "--main_process_port", str(free_port()),
             "-m", "hubtl.train", str(config), "--per_device_train_batch_size", str(p["batch"] // 2),
             "--output_dir", str(ctx.work / f"{GROUP}_two")], {"ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""})
+
+    try:
+        config = _write_config(ctx, p)
+        runs, added = alternate(ctx, 1, {"one": one, "two": two})
     except Exception as err:  # noqa: BLE001
         return [failed_row(GROUP, GROUP, item, "samples/s", str(err))]
-    h, b = median(two["rates"][1:]), median(one["rates"][1:])
+    two_rates = [x for run in runs["two"] for x in run["rates"][1:]]
+    one_rates = [x for run in runs["one"] for x in run["rates"][1:]]
+    h, b = median(two_rates), median(one_rates)
+    h_mem, b_mem = max(r["maxrss_mb"] for r in runs["two"]), max(r["maxrss_mb"] for r in runs["one"])
     return [
         Row(GROUP, GROUP, item, h, b, "samples/s", h / b, ratio_of="scaling: 2 processes / 1",
             hubtl_label="2 processes", baseline_label="1 process",
-            notes=(f"epochs of {p['n']} sentences, first excluded (2 processes {spread(two['rates'][1:])}; "
-                   f"1 process {spread(one['rates'][1:])}); {threads} thread(s) per process vs {ctx.cores}; "
-                   f"world size {two['world_size']} vs {one['world_size']}"),
-            details={"one": one, "two": two, "params": p}),
-        Row(GROUP, f"{GROUP}_memory", f"peak RSS of the largest process: {item}", two["maxrss_mb"], one["maxrss_mb"], "MB",
-            two["maxrss_mb"] / one["maxrss_mb"], hubtl_label="2 processes", baseline_label="1 process",
+            notes=(f"epochs of {p['n']} sentences, first of each run excluded (2 processes {spread(two_rates)}; "
+                   f"1 process {spread(one_rates)}); {threads} thread(s) per process vs {ctx.cores}; world size "
+                   f"{runs['two'][0]['world_size']} vs {runs['one'][0]['world_size']}; {contention_note(runs, added)}"),
+            details={"one": runs["one"], "two": runs["two"], "params": p}),
+        Row(GROUP, f"{GROUP}_memory", f"peak RSS of the largest process: {item}", h_mem, b_mem, "MB", h_mem / b_mem,
+            hubtl_label="2 processes", baseline_label="1 process",
             notes="per process (wait4 reports the largest process of the tree, not the sum)"),
     ]
 
@@ -92,4 +101,5 @@ def _train(ctx: Context, name: str, argv: list[str], env: dict[str, str]) -> dic
     metrics = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines() if line]
     summary = json.loads((out / "training" / "summary.json").read_text())
     return {"rates": [m["train_samples_per_second"] for m in metrics], "epoch_s": [m["epoch_time_s"] for m in metrics],
-            "world_size": summary.get("world_size"), "wall_s": done.wall_s, "maxrss_mb": done.maxrss_mb}
+            "world_size": summary.get("world_size"), "wall_s": done.wall_s, "maxrss_mb": done.maxrss_mb,
+            "other_cores": done.other_cores}

@@ -73,6 +73,10 @@ def _tokenizer(work: Path, data: Path) -> Any:
         tmp = vocab.with_suffix(f".{uuid.uuid4().hex[:8]}")
         tmp.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
         os.replace(tmp, vocab)
+    import inspect
+
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
+        return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
     return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
 
 

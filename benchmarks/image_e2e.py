@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .common import Context, Row, cuda_memory_rows, failed_row, median, memory_row, run_child, spread
+from .common import (Context, Row, alternate, contention_note, cuda_memory_rows, failed_row, median, memory_row,
+                     run_child, spread)
 
 GROUP = "image_e2e"
 GOAL = (">=", 0.95)
@@ -36,20 +37,24 @@ def run(ctx: Context) -> list[Row]:
     item = f"JPEG → train, image folder ({p['model']}, {p['size']} px, batch {p['batch']}, {w} workers)"
     kwargs = dict(data=str(ctx.data), workers=w, mixed_precision=ctx.mixed_precision, **p)
     kwargs.pop("rounds")
-    hubtl, base = [], []
+    sides = {
+        "hubtl": lambda r: run_child(ctx, f"{GROUP}_hubtl_{r}", __name__, "hubtl_side", out=str(ctx.work / f"{GROUP}_{r}"),
+                                     **kwargs),
+        "baseline": lambda r: run_child(ctx, f"{GROUP}_baseline_{r}", __name__, "baseline_side", **kwargs),
+    }
     try:
-        for r in range(p["rounds"]):
-            hubtl.append(run_child(ctx, f"{GROUP}_hubtl_{r}", __name__, "hubtl_side", out=str(ctx.work / f"{GROUP}_{r}"), **kwargs))
-            base.append(run_child(ctx, f"{GROUP}_baseline_{r}", __name__, "baseline_side", **kwargs))
+        runs, added = alternate(ctx, p["rounds"], sides)
     except Exception as err:  # noqa: BLE001
         return [failed_row(GROUP, GROUP, item, "samples/s", str(err), GOAL)]
+    hubtl, base = runs["hubtl"], runs["baseline"]
     h_rates = [x for run_ in hubtl for x in run_["rates"][1:]]
     b_rates = [x for run_ in base for x in run_["rates"][1:]]
     h, b = median(h_rates), median(b_rates)
     return [
         Row(GROUP, GROUP, item, h, b, "samples/s", h / b, goal=GOAL, baseline_label="ImageFolder",
             notes=f"median of {len(h_rates)} epochs each side (hubtl {spread(h_rates)}; ImageFolder {spread(b_rates)}); "
-                  f"{hubtl[0]['train_examples']} vs {base[0]['train_examples']} training images; first epoch excluded",
+                  f"{hubtl[0]['train_examples']} vs {base[0]['train_examples']} training images; first epoch excluded; "
+                  f"{contention_note(runs, added)}",
             details={"hubtl_runs": hubtl, "baseline_runs": base, "params": p, "workers": w}),
         memory_row(GROUP, f"{GROUP}_memory", item, hubtl, base),
         *cuda_memory_rows(GROUP, f"{GROUP}_memory", item, hubtl, base),

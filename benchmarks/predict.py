@@ -16,7 +16,7 @@ from typing import Any
 
 from . import artifacts
 from .cold_start import SIZES as MODEL_SIZES
-from .common import Context, Row, failed_row, median, run_child, spread
+from .common import Context, Row, contention_note, failed_row, median, run_child, spread
 
 GROUP = "predict"
 GOAL = (">=", 0.95)
@@ -49,7 +49,8 @@ def run(ctx: Context) -> list[Row]:
         rows.append(Row(GROUP, f"{GROUP}_{kind}", item, h, b, "inputs/s", h / b, goal=GOAL,
                         notes=(f"{p[kind]['n']} inputs per repetition, median of {p['reps']} alternating repetitions "
                                f"(hubtl {spread(res['hubtl'])}; hand-written {spread(res['baseline'])}); "
-                               f"max |score difference| {res['max_score_diff']:.2g}"),
+                               f"max |score difference| {res['max_score_diff']:.2g}; "
+                               f"{contention_note({'both': [res]})}"),
                         details=res))
     return rows
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .common import Context, Row, cuda_memory_rows, failed_row, median, memory_row, run_child, spread
+from .common import (Context, Row, alternate, contention_note, cuda_memory_rows, failed_row, median, memory_row,
+                     run_child, spread)
 
 GROUP = "train_step"
 GOAL = (">=", 0.95)
@@ -31,8 +32,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "text": dict(model="small-bert", size=64, n=256, batch=32, epochs=3, rounds=2),
     },
     "cuda": {
-        "timm": dict(model="resnet50", size=160, n=4096, batch=128, epochs=3, rounds=2),
-        "text": dict(model="minilm", size=128, n=4096, batch=128, epochs=3, rounds=2),
+        "timm": dict(model="resnet50", size=160, n=2048, batch=128, epochs=3, rounds=2),
+        "text": dict(model="minilm", size=128, n=2048, batch=128, epochs=3, rounds=2),
     },
 }
 
@@ -51,21 +52,23 @@ def measure(ctx: Context, variant: str) -> list[Row]:
     item = f"train step, {what} ({p['model']}, {p['size']}{' px' if variant == 'timm' else ' tokens'}, batch {p['batch']})"
     kwargs = dict(variant=variant, work=str(ctx.work), data=str(ctx.data), mixed_precision=ctx.mixed_precision, **p)
     kwargs.pop("rounds")
-    hubtl, base = [], []
+    sides = {
+        "hubtl": lambda r: run_child(ctx, f"{GROUP}_{variant}_hubtl_{r}", __name__, "hubtl_side",
+                                     out=str(ctx.work / f"{GROUP}_{variant}_{r}"), **kwargs),
+        "baseline": lambda r: run_child(ctx, f"{GROUP}_{variant}_baseline_{r}", __name__, "baseline_side", **kwargs),
+    }
     try:
-        for r in range(p["rounds"]):  # alternate the sides: h b h b
-            hubtl.append(run_child(ctx, f"{GROUP}_{variant}_hubtl_{r}", __name__, "hubtl_side",
-                                   out=str(ctx.work / f"{GROUP}_{variant}_{r}"), **kwargs))
-            base.append(run_child(ctx, f"{GROUP}_{variant}_baseline_{r}", __name__, "baseline_side", **kwargs))
+        runs, added = alternate(ctx, p["rounds"], sides)  # h b, b h, ...
     except Exception as err:  # noqa: BLE001 - report and go on with the other items
         return [failed_row(GROUP, f"{GROUP}_{variant}", item, "samples/s", str(err), GOAL)]
+    hubtl, base = runs["hubtl"], runs["baseline"]
     h_rates = [x for run in hubtl for x in run["rates"][1:]]
     b_rates = [x for run in base for x in run["rates"][1:]]
     h, b = median(h_rates), median(b_rates)
     rows = [
         Row(GROUP, f"{GROUP}_{variant}", item, h, b, "samples/s", h / b, goal=GOAL,
             notes=f"median of {len(h_rates)} epochs of {p['n']} each side (hubtl {spread(h_rates)}; "
-                  f"hand-written {spread(b_rates)}); first epoch of each run excluded",
+                  f"hand-written {spread(b_rates)}); first epoch of each run excluded; {contention_note(runs, added)}",
             details={"hubtl_runs": hubtl, "baseline_runs": base, "params": p}),
         memory_row(GROUP, f"{GROUP}_{variant}_memory", item, hubtl, base),
     ]
