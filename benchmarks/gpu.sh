@@ -9,6 +9,9 @@
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site . \
   && export PYTHONPATH=/tmp/site || exit 1
+# The measured children import hubtl from this checkout (PYTHONPATH=repo); there `hubtl.model_cards` exists only
+# through the installed package's mapping, so link it into the source tree of this device copy.
+[ -n "$OUT" ] && [ ! -e hubtl/model_cards ] && ln -s ../model_cards hubtl/model_cards
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
