@@ -45,6 +45,7 @@ __all__ = [
     "TransferModel",
     "__version__",
     "ImagePreprocessor",
+    "TextPreprocessor",
     "create_backbone",
     "get_plugin",
     "list_backbones",
@@ -55,9 +56,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Import `ImagePreprocessor` (timm transforms) on first use, so text-only users never import timm."""
+    """Import the built-in preprocessors on first use, so text-only users never import timm."""
     if name == "ImagePreprocessor":
         from .backbones.timm import ImagePreprocessor
 
         return ImagePreprocessor
+    if name == "TextPreprocessor":
+        from .backbones.transformers import TextPreprocessor
+
+        return TextPreprocessor
     raise AttributeError(f"module 'hubtl' has no attribute {name!r}")

@@ -65,7 +65,6 @@ def test_demo_needs_a_login_on_a_given_hub(tmp_path: Path, hf_home: Path, monkey
             run_demo(workdir=tmp_path / "demo", endpoint=url)
 
 
-@pytest.mark.slow
 def test_hubtl_demo_end_to_end(tmp_path: Path) -> None:
     """The README's main job, as a user runs it: real MiniLM weights, the shipped SST-2 subset, a local Hub."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}

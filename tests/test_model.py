@@ -203,7 +203,9 @@ def test_saved_directory_holds_config_weights_and_backbone_files(roundtrip: dict
 
     text_config = json.loads((text_dir / "config.json").read_text())
     assert text_config["modality"] == "text" and text_config["backbone"]["plugin"] == "transformers"
-    assert text_config["preprocessing"] == {"type": "text", "max_length": 128, "padding": True, "truncation": True}
+    assert text_config["preprocessing"] == {
+        "type": "text", "max_length": 128, "do_lower_case": False, "padding": True, "truncation": True
+    }
 
 
 def test_predict_accepts_paths_pil_images_and_a_single_input(roundtrip: dict, images: list[str]) -> None:

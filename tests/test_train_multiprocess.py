@@ -127,7 +127,6 @@ def test_two_processes_reach_the_same_evaluation_as_one(config: Path, tiny_bert_
     assert moved > 1e-2
 
 
-@pytest.mark.slow
 def test_two_processes_share_the_feature_cache(config: Path) -> None:
     """Linear probe: each process computes features of its shard, gathered in order on all processes."""
     probe = ["--strategy", "linear_probe", "--learning_rate", "0.05"]

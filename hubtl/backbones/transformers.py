@@ -18,13 +18,17 @@ POOLINGS = ("cls", "mean")
 
 
 class TextPreprocessor(Preprocessor):
-    """Tokenizes a list of strings with padding and truncation."""
+    """Tokenizes a list of strings with padding and truncation (lower-casing first when the model asks for it).
+
+    Public so that text plugins reuse it with their own tokenizer and settings.
+    """
 
     deterministic = True
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, do_lower_case: bool = False) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.do_lower_case = do_lower_case
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         if isinstance(examples, str):
@@ -34,14 +38,17 @@ class TextPreprocessor(Preprocessor):
         for i, text in enumerate(examples):
             if not isinstance(text, str):
                 raise InvalidInputError(f"Text input #{i} is a {type(text).__name__}, not a string; pass strings.")
-        return dict(
-            self.tokenizer(
-                list(examples), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-        )
+        texts = [t.lower() for t in examples] if self.do_lower_case else list(examples)
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
 
     def config(self) -> dict[str, Any]:
-        return {"type": "text", "max_length": self.max_length, "padding": True, "truncation": True}
+        return {
+            "type": "text",
+            "max_length": self.max_length,
+            "do_lower_case": self.do_lower_case,
+            "padding": True,
+            "truncation": True,
+        }
 
 
 class TransformersBackbone(Backbone):

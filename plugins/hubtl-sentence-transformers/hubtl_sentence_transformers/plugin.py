@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,38 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from hubtl import Backbone, BackbonePlugin, ConfigError, InvalidInputError, ModelLoadError, Preprocessor
+import hubtl
+from hubtl import Backbone, BackbonePlugin, ConfigError, ModelLoadError
 
 from .folder import SentenceTransformerConfig, read_folder, resolve_folder, write_folder
 from .pooling import Pooling
 
 
-class TextPreprocessor(Preprocessor):
-    """Lower-cases when the model asks for it, then tokenizes with padding and longest-first truncation."""
-
-    deterministic = True
-
-    def __init__(self, tokenizer: Any, max_length: int, do_lower_case: bool) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.do_lower_case = do_lower_case
-
-    def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
-        if isinstance(examples, str):
-            examples = [examples]
-        if len(examples) == 0:
-            raise InvalidInputError("No texts given; pass a non-empty list of strings.")
-        for i, text in enumerate(examples):
-            if not isinstance(text, str):
-                raise InvalidInputError(f"Text input #{i} is a {type(text).__name__}, not a string; pass strings.")
-        texts = [t.lower() for t in examples] if self.do_lower_case else list(examples)
-        encoded = self.tokenizer(
-            texts, padding=True, truncation="longest_first", max_length=self.max_length, return_tensors="pt"
-        )
-        return dict(encoded)
-
-    def config(self) -> dict[str, Any]:
-        return {"type": "text", "max_length": self.max_length, "do_lower_case": self.do_lower_case, "padding": True}
+class TextPreprocessor(hubtl.TextPreprocessor):
+    """hubtl's tokenizing preprocessor, given the model's `max_seq_length` and `do_lower_case`."""
 
 
 class SentenceTransformerBackbone(Backbone):
