@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections.abc import Sequence
@@ -147,7 +148,8 @@ class TransformersPlugin(BackbonePlugin):
         if files_dir is None or not (Path(files_dir) / "config.json").is_file():
             raise ModelLoadError(f"The transformers config of backbone {spec['name']!r} is missing from {files_dir}.")
         config = AutoConfig.from_pretrained(files_dir)
-        model = AutoModel.from_config(config)
+        with _skip_weight_init():  # the saved weights overwrite every parameter right after
+            model = AutoModel.from_config(config)
         tokenizer = _load_tokenizer(str(files_dir))
         kwargs = spec.get("kwargs", {})
         return TransformersBackbone(model, tokenizer, spec["name"], kwargs.get("pooling", "mean"), kwargs.get("max_length"))
@@ -187,6 +189,18 @@ def _is_transformers_repo(repo: Any) -> bool:
 def _looks_like_path(name: str) -> bool:
     """True for names that can only be local paths, never Hub IDs ('/abs', './rel', '~/x', 'a/b/c')."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _skip_weight_init() -> contextlib.AbstractContextManager[Any]:
+    """transformers' `no_init_weights` (moved between releases), or nothing where it is missing."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def _load_tokenizer(source: str) -> Any:
