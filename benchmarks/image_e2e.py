@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .baseline import accelerate_loop
 from .common import (Context, Row, alternate, contention_note, cuda_memory_rows, failed_row, median, memory_row,
                      run_child, spread)
 
@@ -97,7 +98,6 @@ def baseline_side(data: str, model: str, size: int, batch: int, epochs: int, max
     """torchvision ImageFolder + the same timm transforms + a plain Accelerate loop."""
     import timm
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import ImageFolder
@@ -111,26 +111,4 @@ def baseline_side(data: str, model: str, size: int, batch: int, epochs: int, max
     if max_train:
         dataset = Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:max_train].tolist())
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
-    acc = Accelerator(mixed_precision=mixed_precision)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    total = epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
-    net, optimizer, loader = acc.prepare(net, optimizer, loader)
-    rates, epoch_s = [], []
-    for _ in range(epochs):
-        net.train()
-        started, samples = time.time(), 0
-        for images, targets in loader:
-            loss = torch.nn.functional.cross_entropy(net(images), targets)
-            acc.backward(loss)
-            acc.clip_grad_norm_(net.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            samples += len(targets)
-        if acc.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.time() - started
-        rates.append(samples / seconds)
-        epoch_s.append(seconds)
-    return {"rates": rates, "epoch_s": epoch_s, "train_examples": len(dataset)}
+    return {**accelerate_loop(net, loader, epochs, mixed_precision), "train_examples": len(dataset)}

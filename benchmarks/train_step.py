@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .baseline import accelerate_loop
 from .common import (Context, Row, alternate, contention_note, cuda_memory_rows, failed_row, median, memory_row,
                      run_child, spread)
 
@@ -153,38 +154,14 @@ def _head(dataset: Any, k: int) -> tuple[Any, Any]:
 def baseline_side(variant: str, work: str, data: str, model: str, size: int, n: int, batch: int, epochs: int,
                   mixed_precision: str) -> dict[str, Any]:
     """The hand-written loop: the model, AdamW, linear decay, clipping, Accelerate, same tensors."""
-    import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
     set_seed(0)
     train_set, _, _ = _dataset(variant, work, data, model, size, n)
     net = build_baseline_model(variant, work, data, model)
-    acc = Accelerator(mixed_precision=mixed_precision)
     loader = DataLoader(train_set, batch_size=batch, shuffle=True)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    total = epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
-    net, optimizer, loader = acc.prepare(net, optimizer, loader)
-    rates, epoch_s = [], []
-    for _ in range(epochs):
-        net.train()
-        started, samples = time.time(), 0
-        for inputs, targets in loader:
-            loss = torch.nn.functional.cross_entropy(net(inputs), targets)
-            acc.backward(loss)
-            acc.clip_grad_norm_(net.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            samples += len(targets)
-        if acc.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.time() - started
-        rates.append(samples / seconds)
-        epoch_s.append(seconds)
-    return {"rates": rates, "epoch_s": epoch_s}
+    return accelerate_loop(net, loader, epochs, mixed_precision)
 
 
 def build_baseline_model(variant: str, work: str, data: str, model: str) -> Any:
