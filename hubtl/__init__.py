@@ -47,6 +47,7 @@ __all__ = [
     "ImagePreprocessor",
     "TextPreprocessor",
     "create_backbone",
+    "encoder_layer_groups",
     "get_plugin",
     "list_backbones",
     "list_plugins",
@@ -56,7 +57,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Import the built-in preprocessors on first use, so text-only users never import timm."""
+    """Import the built-in preprocessors and encoder grouping on first use, so text-only users never import timm."""
     if name == "ImagePreprocessor":
         from .backbones.timm import ImagePreprocessor
 
@@ -65,4 +66,8 @@ def __getattr__(name: str) -> object:
         from .backbones.transformers import TextPreprocessor
 
         return TextPreprocessor
+    if name == "encoder_layer_groups":
+        from .backbones.transformers import encoder_layer_groups
+
+        return encoder_layer_groups
     raise AttributeError(f"module 'hubtl' has no attribute {name!r}")

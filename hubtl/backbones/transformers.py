@@ -85,18 +85,7 @@ class TransformersBackbone(Backbone):
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Embeddings (and all before the layer stack), each encoder layer, then the rest."""
-        layers = _layer_stack(self.model)
-        in_layers = {id(p) for p in layers.parameters()}
-        before, after, seen_layers = [], [], False
-        for p in self.model.parameters():
-            if id(p) in in_layers:
-                seen_layers = True
-            elif seen_layers:
-                after.append(p)
-            else:
-                before.append(p)
-        groups = [before] + [list(layer.parameters()) for layer in layers] + [after]
-        return [g for g in groups if g]
+        return encoder_layer_groups(self.model)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -219,6 +208,25 @@ def _default_max_length(model: nn.Module, tokenizer: Any) -> int:
     if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
         limits.append(tokenizer.model_max_length)
     return int(min(limits))
+
+
+def encoder_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Layer groups of a transformer encoder: what precedes its layer stack, each layer, then the rest.
+
+    Public so that text plugins wrapping a transformers encoder group it the same way.
+    """
+    layers = _layer_stack(model)
+    in_layers = {id(p) for p in layers.parameters()}
+    before, after, seen_layers = [], [], False
+    for p in model.parameters():
+        if id(p) in in_layers:
+            seen_layers = True
+        elif seen_layers:
+            after.append(p)
+        else:
+            before.append(p)
+    groups = [before] + [list(layer.parameters()) for layer in layers] + [after]
+    return [g for g in groups if g]
 
 
 def _layer_stack(model: nn.Module) -> nn.ModuleList:

@@ -55,20 +55,10 @@ class SentenceTransformerBackbone(Backbone):
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Embeddings (and all before the layer stack), each transformer layer, then the rest."""
-        stacks = [m for m in self.model.modules() if isinstance(m, nn.ModuleList)]
-        if not stacks:
+        try:
+            return hubtl.encoder_layer_groups(self.model)
+        except ConfigError:  # no layer stack: one group
             return [list(self.model.parameters())]
-        in_layers = {id(p) for p in max(stacks, key=len).parameters()}
-        before, after, seen = [], [], False
-        for p in self.model.parameters():
-            if id(p) in in_layers:
-                seen = True
-            elif seen:
-                after.append(p)
-            else:
-                before.append(p)
-        groups = [before, *[list(layer.parameters()) for layer in max(stacks, key=len)], after]
-        return [g for g in groups if g]
 
     def spec(self) -> dict[str, Any]:
         return {
