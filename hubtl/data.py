@@ -582,18 +582,33 @@ def _class_targets(rows: list[Any], mapping: dict[Any, int], task: str, num_labe
 
 
 def _regression_targets(values: list[Any], column: str, split: str, num_outputs: int) -> torch.Tensor:
+    """Float targets, one row per example; the first row that is not `num_outputs` finite numbers is refused."""
     out = np.empty((len(values), num_outputs), dtype=np.float32)
+    expected = "a number" if num_outputs == 1 else f"a list of {num_outputs} numbers"
     for row, v in enumerate(values):
-        items = list(v) if isinstance(v, (list, tuple)) else [v]
-        numeric = all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in items)
-        if not numeric or len(items) != num_outputs:
-            expected = "a number" if num_outputs == 1 else f"a list of {num_outputs} numbers"
+        items = [_as_number(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+        if len(items) != num_outputs or any(x is None for x in items):
             raise DataError(
                 f"Regression label column '{column}' must hold {expected}, but row {row} of split '{split}' holds "
                 f"{v!r}. Fix that row, or check label_column and num_outputs."
             )
+        if not all(math.isfinite(x) for x in items):
+            raise DataError(
+                f"Regression label column '{column}' must hold finite numbers, but row {row} of split '{split}' "
+                f"holds {v!r}: NaN and ±inf targets are refused. Fix or drop that row."
+            )
         out[row] = items
     return torch.from_numpy(out)
+
+
+def _as_number(value: Any) -> float | None:
+    """A label value as a float (numbers written as text included), or None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        return None
+    try:
+        return float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None
 
 
 # --- splitting, capping, checking images --------------------------------------------------------

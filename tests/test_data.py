@@ -337,6 +337,33 @@ def test_missing_class_labels_and_bad_regression_values(tmp_path):
         _load(path, task="regression")
 
 
+@pytest.mark.parametrize(
+    ("bad", "sep", "pattern"),
+    [
+        ("nan", ",", r"must hold finite numbers, but row 20 of split 'train' holds 'nan': NaN and ±inf targets are refused"),
+        ("big", ",", r"must hold a number, but row 20 of split 'train' holds 'big'\. Fix that row"),
+        ("nan", "\t", r"must hold finite numbers, but row 20 of split 'train' holds 'nan'"),
+        ("big", "\t", r"must hold a number, but row 20 of split 'train' holds 'big'"),
+        ("-inf", ",", r"must hold finite numbers, but row 20 of split 'train' holds -inf: NaN and ±inf"),
+    ],
+)
+def test_regression_blames_the_first_row_that_is_not_a_finite_number(tmp_path, bad, sep, pattern):
+    # one bad cell turns the whole column into text: the good rows before it ("0.5") must not be blamed
+    values = [f"{0.5 + i / 10:.1f}" for i in range(25)]
+    values[20] = bad
+    path = tmp_path / ("scores.tsv" if sep == "\t" else "scores.csv")
+    path.write_text(f"text{sep}score\n" + "".join(f"review {i}{sep}{v}\n" for i, v in enumerate(values)))
+    with pytest.raises(DataError, match=pattern):
+        _load(path, task="regression", label_column="score")
+
+
+def test_regression_targets_written_as_text_are_numbers(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "score": f" {i / 4} "}) + "\n" for i in range(8)))
+    data = _load(path, task="regression", label_column="score", validation_size=0.25)
+    assert sorted(float(t) for _, t in _items(data)) == [i / 4 for i in range(8)]
+
+
 def test_bad_arguments_are_config_errors(text_csv):
     with pytest.raises(ConfigError, match="Unknown task 'segmentation'"):
         _load(text_csv, task="segmentation")
