@@ -7,15 +7,18 @@ save_state/load_state), so the same code runs on a CPU, one GPU or many processe
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -41,6 +44,11 @@ CHECKPOINTS_DIR = "checkpoints"
 TRAINING_DIR = "training"
 STATE_NAME = "trainer_state.json"
 BEST_DIR = "best"
+STAGING_PREFIX = ".staging-checkpoint-"
+#: errno values that mean the filesystem has no room (or the user's quota is used up).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+#: What torch's zip writer says when a write comes up short; it drops the errno, so free space decides.
+SHORT_WRITE_MESSAGES = ("unexpected pos", "file write failed")
 
 
 @dataclass
@@ -141,7 +149,9 @@ class _Trainer:
         if resume_dir is not None:
             self._resume(resume_dir)
         if self.main:
-            self._write_yaml(self.output_dir / TRAINING_DIR / "config.yaml", cfg.to_dict())
+            text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            with self._disk_full("the training record", self.output_dir / TRAINING_DIR, len(text.encode())):
+                _write_atomic(self.output_dir / TRAINING_DIR / "config.yaml", text)
         if self.tracker:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
             self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
         started = time.time()
@@ -176,10 +186,12 @@ class _Trainer:
                 path = Path(cfg.resume_from_checkpoint)
                 if not (path / STATE_NAME).is_file():
                     raise ConfigError(f"{path} is not a complete hubtl checkpoint (no {STATE_NAME}).")
-                return path
-            if not existing:
+            elif not existing:
                 raise ConfigError(f"--resume: no checkpoint in {self.checkpoints}; start without --resume.")
-            return existing[-1]
+            else:
+                path = existing[-1]
+            self._remove_stale_staging()
+            return path
         if existing or (self.output_dir / "config.json").exists():
             if not cfg.overwrite_output_dir:
                 raise ConfigError(
@@ -189,7 +201,22 @@ class _Trainer:
             if self.main:
                 shutil.rmtree(self.checkpoints, ignore_errors=True)
             self.accelerator.wait_for_everyone()
+        self._remove_stale_staging()
         return None
+
+    def _remove_stale_staging(self) -> None:
+        """Remove staging folders that a killed run left: checkpoints' and this output dir's final-save ones."""
+        if self.main:
+            # TransferModel.save_pretrained stages into `.NAME.tmp-<hex>` beside the output dir
+            final = re.compile(rf"\.{re.escape(self.output_dir.name)}\.tmp-[0-9a-f]+")
+            stale = [p for p in _subdirs(self.checkpoints) if p.name.startswith(STAGING_PREFIX)]
+            stale += [p for p in _subdirs(self.output_dir.parent) if final.fullmatch(p.name)]
+            for path in stale:
+                shutil.rmtree(path, ignore_errors=True)
+            if stale:
+                self._log(f"Removed {len(stale)} staging folder(s) left by an interrupted run: "
+                          f"{', '.join(str(p) for p in stale)}.")
+        self.accelerator.wait_for_everyone()
 
     def _load_data(self) -> TransferData:
         """Load and check the dataset before any training starts (main process first, for the datasets cache)."""
@@ -518,24 +545,69 @@ class _Trainer:
         acc, state = self.accelerator, self.state
         loss_sum, loss_count = self._epoch_loss_totals() if state.batches_done else (0.0, 0)
         final = self.checkpoints / f"checkpoint-{state.global_step}"
-        staging = self.checkpoints / f".staging-checkpoint-{state.global_step}"
+        staging = self.checkpoints / f"{STAGING_PREFIX}{state.global_step}"
         if self.main:
             shutil.rmtree(staging, ignore_errors=True)
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(staging))
-        acc.wait_for_everyone()
+        needed = self._checkpoint_bytes()
+        with self._disk_full(final.name, self.checkpoints, needed, staging=staging if self.main else None):
+            if self.main:
+                self.checkpoints.mkdir(parents=True, exist_ok=True)
+            acc.wait_for_everyone()
+            acc.save_state(str(staging))
+            acc.wait_for_everyone()
+            if self.main:
+                saved = {**state.__dict__, "epoch_loss_sum": loss_sum, "epoch_loss_count": loss_count}
+                _write_atomic(staging / STATE_NAME, json.dumps(saved, indent=2))
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staging, final)
         if self.main:
-            saved = {**state.__dict__, "epoch_loss_sum": loss_sum, "epoch_loss_count": loss_count}
-            _write_atomic(staging / STATE_NAME, json.dumps(saved, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
             for old in _checkpoints(self.checkpoints)[: -self.cfg.save_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
             self._prune_best()
         self._saved_step = state.global_step
         acc.wait_for_everyone()
+
+    def _checkpoint_bytes(self) -> int:
+        """About how many bytes a checkpoint takes: the saved module and optimizer tensors, or the last checkpoint."""
+        estimate = _tensor_bytes(self.module.state_dict(), self.optimizer.state_dict())
+        existing = _checkpoints(self.checkpoints)
+        if existing:
+            estimate = max(estimate, sum(f.stat().st_size for f in existing[-1].rglob("*") if f.is_file()))
+        return estimate
+
+    @contextlib.contextmanager
+    def _disk_full(self, what: str, directory: Path, needed: int, staging: Path | None = None) -> Iterator[None]:
+        """Turn a full disk while writing `what` into `directory` into a HubtlError that says so and what to do;
+        `staging` (what the failed write left) is removed on any error."""
+        try:
+            yield
+        except Exception as err:
+            full = not isinstance(err, HubtlError) and _is_disk_full(err, directory, needed)
+            if staging is not None and staging.is_dir():
+                shutil.rmtree(staging, ignore_errors=True)
+            elif staging is not None:
+                staging.unlink(missing_ok=True)
+            if not full:
+                raise
+            free = _free_bytes(directory)
+            room = (
+                f"needs about {_size(needed)} but only {_size(free)} are free there"
+                if free < needed
+                else f"was refused for lack of space ({_size(free)} free: a quota or the inodes may be used up)"
+            )
+            _release_frames(err)
+            existing = _checkpoints(self.checkpoints)
+            # the best weights live in checkpoints/: resuming elsewhere needs the whole output dir moved
+            todo = (
+                f"Free space there and rerun the same command with --resume to continue from {existing[-1]}, which is "
+                f"intact; or move {self.output_dir} to a disk with room and rerun with --output_dir set to its new "
+                "place and --resume."
+                if existing
+                else "Free space there, or set output_dir to a disk with room, and rerun the same command (no "
+                "checkpoint was completed yet, so training starts again)."
+            )
+            raise HubtlError(f"The disk is full: writing {what} to {directory} {room}. {todo}") from err
 
     def _resume(self, checkpoint: Path) -> None:
         """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint."""
@@ -555,11 +627,12 @@ class _Trainer:
 
         if self.main:
             best = self.checkpoints / BEST_DIR
-            best.mkdir(parents=True, exist_ok=True)
             target = _best_weights(self.checkpoints, self.state.epoch)
             tmp = best / f".{target.name}.tmp"
-            save_model(self.model, str(tmp))
-            os.replace(tmp, target)
+            with self._disk_full("the best weights", best, _tensor_bytes(self.model.state_dict()), staging=tmp):
+                best.mkdir(parents=True, exist_ok=True)
+                save_model(self.model, str(tmp))
+                os.replace(tmp, target)
         self.accelerator.wait_for_everyone()
 
     def _prune_best(self) -> None:
@@ -584,14 +657,22 @@ class _Trainer:
             merge_lora(self.model)
         results = state.best_results or (dict(state.history[-1]) if state.history else {})
         if self.main:
-            self.model.to("cpu").save_pretrained(self.output_dir)
-            training = self.output_dir / TRAINING_DIR
-            self._write_metrics()
-            _write_atomic(training / "eval_results.json", json.dumps({**results, "labels": self.data.labels}, indent=2))
-            _write_atomic(training / "summary.json", json.dumps(self._summary(runtime), indent=2))
             from .cards import write_model_card
 
-            write_model_card(self.output_dir)
+            self.model.to("cpu")
+            with self._disk_full("the final model", self.output_dir, _tensor_bytes(self.model.state_dict())):
+                self.model.save_pretrained(self.output_dir)
+            training = self.output_dir / TRAINING_DIR
+            self._write_metrics()
+            record = {
+                training / "eval_results.json": json.dumps({**results, "labels": self.data.labels}, indent=2),
+                training / "summary.json": json.dumps(self._summary(runtime), indent=2),
+            }
+            needed = sum(len(text.encode()) for text in record.values())
+            with self._disk_full("the training record and model card", training, needed):
+                for path, text in record.items():
+                    _write_atomic(path, text)
+                write_model_card(self.output_dir)
             self._log(f"Saved the fine-tuned model to {self.output_dir}.")
             if cfg.push_to_hub:
                 from .hub.push import push_output_dir
@@ -604,7 +685,8 @@ class _Trainer:
     def _write_metrics(self) -> None:
         """training/metrics.jsonl: one JSON line per finished epoch."""
         lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
-        _write_atomic(self.output_dir / TRAINING_DIR / "metrics.jsonl", lines)
+        with self._disk_full("the training record", self.output_dir / TRAINING_DIR, len(lines.encode())):
+            _write_atomic(self.output_dir / TRAINING_DIR / "metrics.jsonl", lines)
 
     def _summary(self, runtime: float) -> dict[str, Any]:
         """The facts of the run the model card reports."""
@@ -632,15 +714,84 @@ class _Trainer:
         if self.main:
             logger.info(message)
 
-    @staticmethod
-    def _write_yaml(path: Path, values: dict[str, Any]) -> None:
-        """Write a YAML file atomically."""
-        _write_atomic(path, yaml.safe_dump(values, sort_keys=False))
-
 
 def _best_weights(checkpoints: Path, epoch: int) -> Path:
     """Where the weights of the best epoch so far are kept."""
     return checkpoints / BEST_DIR / f"model-epoch{epoch}.safetensors"
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    """The folders directly inside `directory` (none when it does not exist)."""
+    return [p for p in directory.iterdir() if p.is_dir()] if directory.is_dir() else []
+
+
+def _tensor_bytes(*objects: Any) -> int:
+    """Bytes of the distinct tensors inside (nested dicts, lists and tuples of) objects."""
+    sizes: dict[tuple[int, int], int] = {}
+    pending = list(objects)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            sizes[(item.data_ptr(), item.nbytes)] = item.nbytes
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return sum(sizes.values())
+
+
+def _free_bytes(directory: Path) -> int:
+    """Free bytes on the filesystem that holds `directory` (or its nearest existing parent)."""
+    path = directory.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _is_disk_full(err: BaseException, directory: Path, needed: int) -> bool:
+    """Whether `err`, raised while writing about `needed` bytes into `directory`, comes from a full disk."""
+    chain, seen, short_write = [err], set(), False
+    while chain:
+        e = chain.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return True
+        # safetensors (Rust) keeps only the text: "I/O error: No space left on device (os error 28)"
+        if any(f"(os error {code})" in str(e) for code in DISK_FULL_ERRNOS):
+            return True
+        short_write |= isinstance(e, RuntimeError) and any(m in str(e) for m in SHORT_WRITE_MESSAGES)
+        chain += [e.__cause__, e.__context__]
+    try:
+        return short_write and _free_bytes(directory) < needed
+    except OSError:
+        return False
+
+
+def _release_frames(err: BaseException) -> None:
+    """Drop the locals of the frames a failed write left in `err`'s chain, so files they hold open (torch's
+    zip writer keeps its half-written file open) are closed and their space is freed at once."""
+    chain, seen = [err], set()
+    while chain:
+        e = chain.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        chain += [e.__cause__, e.__context__]
+
+
+def _size(n: int) -> str:
+    """A byte count for people: '4,521,344 bytes (4.3 MiB)'."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{n:,} bytes ({value:.1f} {unit})"
 
 
 def _checkpoints(directory: Path) -> list[Path]:
@@ -697,8 +848,12 @@ def _write_atomic(path: Path, text: str) -> None:
     """Write a text file through a temp file and rename, so readers never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

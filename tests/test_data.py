@@ -340,7 +340,7 @@ def test_missing_class_labels_and_bad_regression_values(tmp_path):
 @pytest.mark.parametrize(
     ("bad", "sep", "pattern"),
     [
-        ("nan", ",", r"must hold finite numbers, but row 20 of split 'train' holds 'nan': NaN and ±inf targets are refused"),
+        ("nan", ",", r"finite numbers, but row 20 of split 'train' holds 'nan': NaN and ±inf targets are refused"),
         ("big", ",", r"must hold a number, but row 20 of split 'train' holds 'big'\. Fix that row"),
         ("nan", "\t", r"must hold finite numbers, but row 20 of split 'train' holds 'nan'"),
         ("big", "\t", r"must hold a number, but row 20 of split 'train' holds 'big'"),

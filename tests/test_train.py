@@ -6,14 +6,17 @@ synthetic examples, so each run takes seconds on a CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -608,6 +611,188 @@ def test_train_accepts_a_config_object_with_overrides(tiny_bert: str, texts: Pat
     assert yaml.safe_load((tmp_path / "b" / "training" / "config.yaml").read_text())["learning_rate"] == 0.05
 
 
+# ---------------------------------------------------------------------------------------------- full disk, stale staging
+
+
+#: One optimizer step per epoch (18 training images), so each epoch writes exactly one checkpoint.
+ONE_STEP = {"strategy": "full", "learning_rate": 0.01, "augment": False, "per_device_train_batch_size": 18,
+            "lr_scheduler_type": "constant", "num_train_epochs": 1}
+
+
+def _usage(path: Path) -> int:
+    """Bytes that the files under `path` take on a tmpfs (whole 4 KiB pages)."""
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sum(-(-f.stat().st_size // 4096) * 4096 for f in files)
+
+
+def _hashes(directory: Path) -> dict[str, str]:
+    return {str(f.relative_to(directory)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(directory.rglob("*")) if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def one_step_runs(images: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """On a roomy disk: a 1-epoch run ('one', measured) and the same run resumed for a second epoch ('two')."""
+    root = tmp_path_factory.mktemp("roomy")
+    one, two = root / "one", root / "two"
+    train(_timm(images, one, **ONE_STEP))
+    shutil.copytree(one, two)
+    train(_timm(images, two, **ONE_STEP), ["--resume", "--num_train_epochs", "2"])
+    checkpoints = one / "checkpoints"
+    sizes = {"run": _usage(one), "checkpoint": _usage(checkpoints / "checkpoint-1"),
+             "best": _usage(checkpoints / "best"), "model": _usage(one / "model.safetensors")}
+    return {"one": one, "two": two, "sizes": sizes}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """mount(size): a tmpfs of `size` bytes at tmp_path/disk, unmounted afterwards; skips where mounting is refused."""
+    disk = tmp_path / "disk"
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        disk.mkdir(exist_ok=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                                  capture_output=True, text=True)
+        except FileNotFoundError:
+            pytest.skip("no `mount` command: a full disk needs a small tmpfs (Linux, as root)")
+        if done.returncode:
+            pytest.skip(f"cannot mount a small tmpfs to fill up (needs root with CAP_SYS_ADMIN): {done.stderr.strip()}")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for path in mounted:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode:
+            # still busy (a test failed while holding a file there): detach it now, free it when released
+            subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def _open_files(under: Path) -> list[str]:
+    """Files under `under` that this process holds open (a deleted one still takes its space)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(str(under)):
+            found.append(target)
+    return found
+
+
+def _grow(disk: Path) -> None:
+    """Free space: make the tmpfs big."""
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+
+
+def test_a_full_disk_at_a_checkpoint_says_so_and_keeps_the_last_one(images: Path, small_disk, one_step_runs) -> None:
+    sizes = one_step_runs["sizes"]
+    # room for a finished 1-epoch run, the best weights of epoch 2 and half of checkpoint-2
+    disk = small_disk(sizes["run"] + sizes["best"] + sizes["checkpoint"] // 2)
+    out = disk / "out"
+    cfg = _timm(images, out, **ONE_STEP)
+    train(cfg)
+    checkpoints = out / "checkpoints"
+    before = _hashes(checkpoints / "checkpoint-1")
+
+    with pytest.raises(HubtlError) as err:
+        train(cfg, ["--resume", "--num_train_epochs", "2"])
+    message = str(err.value)
+    assert message.startswith(f"The disk is full: writing checkpoint-2 to {checkpoints} needs about ")
+    assert re.search(r"needs about [\d,]+ bytes \(.*MiB\) but only [\d,]+ bytes .* are free there", message), message
+    last = checkpoints / "checkpoint-1"
+    assert f"Free space there and rerun the same command with --resume to continue from {last}, which is intact" in message
+    assert f"or move {out} to a disk with room and rerun with --output_dir set to its new place" in message
+    assert "unexpected pos" in repr(err.value.__cause__) or "os error 28" in str(err.value.__cause__)
+    assert _hashes(checkpoints / "checkpoint-1") == before
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name != "best") == ["checkpoint-1"]  # no staging left
+    assert not _open_files(disk)  # the half-written checkpoint's space is freed, not held by an open file
+
+    _grow(disk)
+    result = train(cfg, ["--resume", "--num_train_epochs", "2"])
+    assert [r["epoch"] for r in result.metrics] == [1, 2]
+    _assert_same_weights(one_step_runs["two"], out, atol=1e-6)
+
+
+def test_a_full_disk_at_the_final_save_says_so_in_one_line(images: Path, tmp_path: Path, small_disk, one_step_runs,
+                                                           capsys) -> None:
+    from hubtl.train import main
+
+    sizes = one_step_runs["sizes"]
+    disk = small_disk(sizes["run"] - sizes["model"] // 2)  # everything but half of the final model.safetensors
+    out = disk / "out"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(_timm(images, out, **ONE_STEP)))
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"hubtl: error: The disk is full: writing the final model to {out} needs about "), err
+    assert f"--resume to continue from {out / 'checkpoints' / 'checkpoint-1'}, which is intact" in line
+    assert "Traceback" not in err
+    assert [p.name for p in disk.iterdir()] == ["out"]  # the final save's staging folder is gone
+    assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
+
+    _grow(disk)
+    assert main([str(path), "--resume"]) == 0
+    _assert_same_weights(one_step_runs["one"], out)
+
+
+def test_a_full_disk_before_any_checkpoint_says_to_rerun(images: Path, small_disk, one_step_runs) -> None:
+    sizes = one_step_runs["sizes"]
+    disk = small_disk(sizes["best"] + sizes["checkpoint"] // 2)  # the best weights fit, checkpoint-1 does not
+    out = disk / "out"
+    cfg = _timm(images, out, **ONE_STEP)
+    with pytest.raises(HubtlError, match=r"^The disk is full: writing checkpoint-1 to .* \(no checkpoint was completed "
+                                         r"yet, so training starts again\)\.$") as err:
+        train(cfg)
+    assert "or set output_dir to a disk with room, and rerun the same command" in str(err.value)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["best"]
+    assert not _open_files(disk)
+    _grow(disk)
+    train(cfg)  # the advice works: the same command starts again
+    _assert_same_weights(one_step_runs["one"], out)
+
+
+def test_only_disk_full_errors_become_disk_full_errors(tmp_path: Path) -> None:
+    import errno
+
+    from hubtl.train import _is_disk_full
+
+    assert _is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path, 1)
+    assert _is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path, 1)
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert _is_disk_full(wrapped, tmp_path, 1)
+    safetensors = Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert _is_disk_full(safetensors, tmp_path, 1)
+    # torch's short write hides the errno: only a disk with less room than the write counts as full
+    short = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    free = shutil.disk_usage(tmp_path).free
+    assert _is_disk_full(short, tmp_path, free + 1) and not _is_disk_full(short, tmp_path, 1)
+    assert not _is_disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path, free + 1)
+    assert not _is_disk_full(OSError(errno.EFBIG, "File too large"), tmp_path, free + 1)
+    assert not _is_disk_full(RuntimeError("CUDA out of memory"), tmp_path, free + 1)
+
+
+def test_a_new_run_removes_staging_folders_a_killed_run_left(images: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "out"
+    stale = [tmp_path / ".out.tmp-0badc0de", out / "checkpoints" / ".staging-checkpoint-3"]
+    unrelated = [tmp_path / ".other.tmp-0badc0de", tmp_path / ".out2.tmp-0badc0de", tmp_path / "out.tmp-0badc0de",
+                 tmp_path / ".out.tmp-notes", out / "checkpoints" / "notes", out / "keep.txt"]
+    for path in stale + unrelated:
+        (path if path.suffix != ".txt" else path.parent).mkdir(parents=True, exist_ok=True)
+        (path / "model.safetensors" if path.suffix != ".txt" else path).write_bytes(b"half-written")
+    (tmp_path / ".out.tmp-0badc0de.txt").write_text("a file, not a staging folder")
+
+    train(_timm(images, out, **ONE_STEP))
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in unrelated) and (tmp_path / ".out.tmp-0badc0de.txt").is_file()
+    assert "Removed 2 staging folder(s) left by an interrupted run" in _messages(caplog)
+    assert (out / "config.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------------- processes
 
 
@@ -713,6 +898,7 @@ def test_kill_and_resume_gives_the_same_weights(reference: Path, run_config: Pat
 
     result = train(run_config, ["--output_dir", str(out), "--resume"])
     assert f"Resumed from {last}" in _messages(caplog)
+    assert not staging.exists()
     assert not result.interrupted
     _assert_same_weights(reference, out, atol=1e-6)
     _same_history(reference, out)
