@@ -1,7 +1,6 @@
 """hubtl: adapt pretrained timm and transformers backbones, fine-tune with Accelerate, share on the Hub."""
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from .backbones import (  # noqa: E402
     Backbone,
     BackbonePlugin,
@@ -16,6 +15,7 @@ from .backbones import (  # noqa: E402
 from .errors import (  # noqa: E402
     BackboneNotFoundError,
     ConfigError,
+    ConfigFileError,
     DataError,
     HubError,
     HubtlError,
@@ -32,6 +32,7 @@ __all__ = [
     "BackboneNotFoundError",
     "BackbonePlugin",
     "ConfigError",
+    "ConfigFileError",
     "DataError",
     "Head",
     "HeadConfig",
@@ -47,6 +48,7 @@ __all__ = [
     "ImagePreprocessor",
     "TextPreprocessor",
     "create_backbone",
+    "check_transformers_files",
     "encoder_layer_groups",
     "get_plugin",
     "list_backbones",
@@ -66,6 +68,10 @@ def __getattr__(name: str) -> object:
         from .backbones.transformers import TextPreprocessor
 
         return TextPreprocessor
+    if name == "check_transformers_files":
+        from .backbones.transformers import check_transformers_files
+
+        return check_transformers_files
     if name == "encoder_layer_groups":
         from .backbones.transformers import encoder_layer_groups
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger("hubtl")
@@ -117,7 +117,7 @@ def build_model_card(output_dir: str | os.PathLike, repo_id: str | None = None) 
     """Render the model card of a saved model directory (README.md content, not written) as a `ModelCard`."""
     from huggingface_hub import ModelCard
 
-    from .model import read_config
+    from .layout import read_config
 
     directory = Path(output_dir)
     if not directory.is_dir():

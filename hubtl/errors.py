@@ -26,6 +26,10 @@ class ModelLoadError(HubtlError, OSError):
     """A saved model directory or Hub repo cannot be loaded."""
 
 
+class ConfigFileError(ModelLoadError, ConfigError):
+    """A saved model's config.json is invalid, tampered with, or written by a newer hubtl."""
+
+
 class InvalidInputError(HubtlError, ValueError):
     """Raw inputs given to predict/embed or found in a dataset are unusable."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -13,19 +14,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
 from .backbones.base import Backbone, Preprocessor
 from .backbones.registry import backbone_from_spec, create_backbone, get_plugin
-from .errors import ConfigError, InvalidInputError, ModelLoadError
+from .errors import ConfigError, ConfigFileError, HubtlError, InvalidInputError, ModelLoadError
 from .heads import Head, HeadConfig
+from .layout import (
+    BACKBONE_DIR,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    LOAD_PATTERNS,
+    MODEL_FILES,
+    WEIGHTS_NAME,
+    check_backbone_files,
+    read_config,
+    read_weights_header,
+)
+from .version import __version__
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-BACKBONE_DIR = "backbone"
-#: Bumped when config.json changes in a way older hubtl cannot read.
-FORMAT_VERSION = 1
-#: The files that make up a model; everything else in an output dir (training/, README.md) is extra.
-MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, BACKBONE_DIR)
+logger = logging.getLogger("hubtl")
 
 
 class TransferModel(nn.Module):
@@ -212,10 +218,17 @@ class TransferModel(nn.Module):
             cache_dir=cache_dir,
             force_download=force_download,
             local_files_only=local_files_only,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, f"{BACKBONE_DIR}/*"],
+            allow_patterns=LOAD_PATTERNS,
         )
-        name = None if Path(model_id).expanduser().is_dir() else str(model_id)
-        model = cls.from_config(read_config(directory, name), directory / BACKBONE_DIR)
+        local = Path(model_id).expanduser().is_dir()
+        where = str(directory) if local else str(model_id)
+        config = read_config(directory, where)
+        # Hub snapshots are links into the repo's blob store, two levels up.
+        check_backbone_files(directory / BACKBONE_DIR, root=directory if local else directory.parent.parent)
+        header = read_weights_header(directory / WEIGHTS_NAME)
+        _check_head(config, header, where)
+        _check_architecture(cls, config, directory / BACKBONE_DIR, header, where)
+        model = _build(cls, config, directory / BACKBONE_DIR, where)
         _load_weights(model, directory / WEIGHTS_NAME)
         model.eval()
         return model.to(device) if device is not None else model
@@ -228,6 +241,11 @@ class TransferModel(nn.Module):
             head = Head(HeadConfig(**config["head"]))
         except (KeyError, TypeError) as err:
             raise ConfigError(f"The head section of config.json is missing or invalid: {err!r}.") from err
+        if head.config.in_features != backbone.feature_dim:
+            raise ConfigError(
+                f"The head section of config.json takes {head.config.in_features} features but the backbone gives "
+                f"{backbone.feature_dim}; the model directory is damaged or was tampered with."
+            )
         id2label = config.get("id2label") or {}
         try:
             labels = [id2label[str(i)] for i in range(len(id2label))] if id2label else None
@@ -236,30 +254,65 @@ class TransferModel(nn.Module):
         return cls(backbone, head, labels=labels, threshold=config.get("threshold", 0.5))
 
 
-def read_config(directory: Path, name: str | None = None) -> dict[str, Any]:
-    """Read and validate a saved model's config.json; `name` (a Hub ID) replaces the path in messages."""
-    path = Path(directory) / CONFIG_NAME
-    where = name or str(directory)
-    if not path.is_file():
+def _check_head(config: dict[str, Any], header: dict[str, tuple[str, tuple[int, ...]]], where: str) -> None:
+    """Compare the head config.json describes with the weights file before building anything."""
+    head = config["head"]
+    widths = [head["in_features"], *([head["hidden_dim"]] if head.get("hidden_dim") else []), head["num_outputs"]]
+    expected = {}
+    for index, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+        layer = 1 + 3 * index  # Dropout, Linear[, activation, Dropout, Linear]
+        expected[f"head.layers.{layer}.weight"] = (fan_out, fan_in)
+        expected[f"head.layers.{layer}.bias"] = (fan_out,)
+    found = {k: shape for k, (_, shape) in header.items() if k.startswith("head.")}
+    if found != expected:
+        hidden = f"{head['hidden_dim']} -> " if head.get("hidden_dim") else ""
         raise ModelLoadError(
-            f"{where} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
-            "`model.save_pretrained(dir)` or `hubtl train`."
+            f"{where}: {WEIGHTS_NAME} does not match config.json (size mismatch in the head: config.json describes "
+            f"{head['in_features']} -> {hidden}{head['num_outputs']}, which needs {_shapes(expected)}; the file holds "
+            f"{_shapes(found)}). Save or download the model again."
         )
+
+
+def _check_architecture(
+    cls: type[TransferModel], config: dict[str, Any], files_dir: Path, header: dict[str, Any], where: str
+) -> None:
+    """Build the model on the meta device (no memory) and compare every weight's shape with the file's header."""
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{path} is not valid JSON ({err}); the model directory is damaged.") from err
-    if not isinstance(config, dict) or config.get("library_name") != "hubtl" or "backbone" not in config:
+        with torch.device("meta"):
+            skeleton = _build(cls, config, files_dir, where)
+    except HubtlError:
+        raise
+    except Exception as err:  # a plugin that cannot build on meta: the strict load still checks every shape
+        logger.debug("Could not build %s on the meta device (%s); shapes are checked while loading.", where, err)
+        return
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: shape for k, (_, shape) in header.items()}
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    mismatched = [k for k in expected if k in found and expected[k] != found[k]]
+    if missing or unexpected or mismatched:
+        details = [f"size mismatch for {k}: the file has {list(found[k])}, config.json builds {list(expected[k])}" for k in mismatched[:3]]
+        if missing:
+            details.append(f"{len(missing)} weights missing from the file (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected weights in the file (e.g. {unexpected[:3]})")
         raise ModelLoadError(
-            f"{where}: {CONFIG_NAME} is not a hubtl model config (no library_name: hubtl). "
-            "Load it with the library that wrote it."
+            f"{where}: {WEIGHTS_NAME} does not match config.json ({'; '.join(details)}). Save or download the model again."
         )
-    if int(config.get("format_version", 1)) > FORMAT_VERSION:
-        raise ConfigError(
-            f"{path} was written by hubtl {config.get('hubtl_version', '?')} (format {config['format_version']}), "
-            f"newer than this hubtl {__version__} reads (format {FORMAT_VERSION}). Upgrade: `pip install -U hubtl`."
-        )
-    return config
+
+
+def _build(cls: type[TransferModel], config: dict[str, Any], files_dir: Path, where: str) -> TransferModel:
+    """`from_config`, with a bad value in the saved config reported as a ConfigFileError naming the model."""
+    try:
+        return cls.from_config(config, files_dir)
+    except ConfigError as err:
+        if isinstance(err, ModelLoadError):
+            raise
+        raise ConfigFileError(f"{where}: config.json does not describe a model this hubtl can build: {err}") from err
+
+
+def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
+    """'name [a, b], ...' for an error message."""
+    return ", ".join(f"{k} {list(v)}" for k, v in sorted(shapes.items())) or "no head weights"
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:

@@ -590,6 +590,37 @@ def check_save_load(s: Subject) -> str:
     return f"identical features (max difference {diff:.1g}); package={spec.get('package')!r}, spec_version={spec.get('spec_version')}"
 
 
+def check_load_safety(s: Subject) -> str:
+    """Rebuilding from a saved spec reads only the model directory and library files, starts no process, runs no code from it."""
+    from .audit import watch
+    from .errors import ModelLoadError
+    from .layout import BACKBONE_DIR, check_backbone_files
+
+    spec = json.loads(json.dumps(s.backbone.spec()))
+    try:
+        registry.check_spec_kwargs(s.plugin, spec.get("kwargs") or {})
+    except ModelLoadError as err:
+        raise CheckFailed(f"loading would refuse this spec: {err} Set `spec_kwargs` on the plugin to the kwargs it saves.") from err
+    model_dir = s.workdir / "load-safety"
+    files_dir = model_dir / BACKBONE_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with offline():
+        s.backbone.save_files(files_dir)
+    try:
+        check_backbone_files(files_dir, root=model_dir)
+    except ModelLoadError as err:
+        raise CheckFailed(f"save_files wrote a file loading refuses: {err}") from err
+    with offline(), watch(model_dir) as seen:
+        s.plugin.from_spec(spec, files_dir)
+    _require(
+        not seen.violations,
+        f"from_spec did what loading a stranger's model must never do: {'; '.join(dict.fromkeys(seen.violations))}. "
+        "Read only files inside files_dir (never a path taken from the spec), start no process, import or run no code "
+        "from the model directory.",
+    )
+    return "from_spec read only the model directory and library files; no process, no code from the directory"
+
+
 def check_list_models(s: Subject) -> str:
     """list_models() returns strings, filters by pattern, lists the model, and its first name is creatable."""
     names = s.plugin.list_models()
@@ -667,6 +698,7 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
     "image_paths": check_image_paths,
     "spec": check_spec,
     "save_load": check_save_load,
+    "load_safety": check_load_safety,
     "list_models": check_list_models,
     "unknown_model": check_unknown_model,
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +67,9 @@ class BackbonePlugin(abc.ABC):
     package: ClassVar[str] = ""
     #: version of the spec format this plugin writes; `from_spec` must read every version up to it
     spec_version: ClassVar[int] = 1
+    #: the `spec()["kwargs"]` keys `from_spec` accepts from a saved config.json (None: any key that names no file,
+    #: path or URL); a model loaded by Hub ID is a stranger's, so keys that open files are refused either way
+    spec_kwargs: ClassVar[frozenset[str] | None] = None
 
     @abc.abstractmethod
     def create(self, model_name: str, pretrained: bool = True, **kwargs: Any) -> Backbone:
@@ -80,15 +82,3 @@ class BackbonePlugin(abc.ABC):
     @abc.abstractmethod
     def list_models(self, pattern: str | None = None) -> list[str]:
         """Model names this plugin can create, filtered by a shell-style `pattern`."""
-
-
-def frozen_parameters_report(module: nn.Module) -> tuple[int, int]:
-    """Return (trainable, total) parameter counts of a module."""
-    total = sum(p.numel() for p in module.parameters())
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return trainable, total
-
-
-def natural_key(text: str) -> list[Any]:
-    """Sort key that orders 'layer.10' after 'layer.9'."""
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]

@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import logging
+import re
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import BackboneNotFoundError, ConfigError, PluginUnavailableError
+from ..errors import BackboneNotFoundError, ConfigError, ModelLoadError, PluginUnavailableError
 from .base import Backbone, BackbonePlugin
 
 ENTRY_POINT_GROUP = "hubtl.backbones"
@@ -178,7 +179,14 @@ def list_backbones(pattern: str | None = None, modality: str | None = None) -> l
 def create_backbone(name: str, pretrained: bool = True, **kwargs: Any) -> Backbone:
     """Create the backbone '<plugin>:<model>' with the plugin's pretrained weights (or random ones)."""
     plugin_name, model_name = split_backbone_name(name)
-    return get_plugin(plugin_name).create(model_name, pretrained=pretrained, **kwargs)
+    plugin = get_plugin(plugin_name)
+    backbone = plugin.create(model_name, pretrained=pretrained, **kwargs)
+    # A spec that loading would refuse must fail now, not after training, when the model is saved.
+    try:
+        check_spec_kwargs(plugin, backbone.spec().get("kwargs") or {})
+    except ModelLoadError as err:
+        raise ConfigError(f"{name} with backbone_kwargs {kwargs}: {err}") from None
+    return backbone
 
 
 def backbone_from_spec(spec: dict[str, Any], files_dir: Path | None = None) -> Backbone:
@@ -192,7 +200,57 @@ def backbone_from_spec(spec: dict[str, Any], files_dir: Path | None = None) -> B
             f"The model was saved with spec version {version} of plugin {spec['plugin']!r}, newer than the installed "
             f"one reads ({plugin.spec_version}). Upgrade it: `pip install -U {spec.get('package') or spec['plugin']}`."
         )
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ModelLoadError(f"config.json: `backbone.kwargs` must be a mapping, got {type(kwargs).__name__}.")
+    check_spec_kwargs(plugin, kwargs)
     return plugin.from_spec(spec, files_dir)
+
+
+#: Words in a kwarg's name that mean it points at something outside the model (a file, a folder, a URL, code).
+_PATH_WORDS = {"path", "paths", "file", "files", "dir", "url", "uri", "overlay", "cache", "token", "remote", "hub", "checkpoint"}
+
+
+def check_spec_kwargs(plugin: BackbonePlugin, kwargs: dict[str, Any]) -> None:
+    """Refuse saved spec kwargs outside the plugin's allow-list, or that name a file, a path or a URL."""
+    allowed = plugin.spec_kwargs
+    for key, value in kwargs.items():
+        if allowed is not None and key not in allowed:
+            raise ModelLoadError(
+                f"Backbone kwarg {key!r} is not one plugin {plugin.name!r} accepts from a saved model "
+                f"(allowed: {', '.join(sorted(allowed)) or 'none'}); the config.json may have been tampered with."
+            )
+        for name in [key, *(k for k in _leaves(value, keys=True) if isinstance(k, str))]:
+            if _PATH_WORDS & set(re.split(r"[^a-z0-9]+", name.lower())):
+                raise ModelLoadError(
+                    f"Backbone kwarg {key!r} names a file, path or URL ({name!r}); a saved model may not point outside "
+                    "its own directory. Remove it from config.json (and from backbone_kwargs when training)."
+                )
+        for leaf in _leaves(value):
+            if isinstance(leaf, str) and _looks_like_path(leaf):
+                raise ModelLoadError(
+                    f"Backbone kwarg {key!r} holds {leaf!r}, which looks like a path or URL; a saved model may not "
+                    "point outside its own directory."
+                )
+
+
+def _leaves(value: Any, keys: bool = False) -> list[Any]:
+    """Every scalar inside nested JSON lists and mappings (with `keys`, the mappings' keys instead)."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in ([k] if keys else []) + _leaves(v, keys)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v, keys)]
+    return [] if keys else [value]
+
+
+def _looks_like_path(text: str) -> bool:
+    """True for absolute, home-relative, parent-relative or URL-like strings."""
+    return (
+        text.startswith(("/", "~", "\\"))
+        or "://" in text
+        or ".." in re.split(r"[/\\]", text)
+        or bool(re.match(r"^[A-Za-z]:[/\\]", text))
+    )
 
 
 def suggest(name: str, candidates: list[str], kind: str, fix: str) -> BackboneNotFoundError:

@@ -17,6 +17,19 @@ from .base import Backbone, BackbonePlugin, Preprocessor
 from .registry import suggest
 
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos", "random")
+CROP_MODES = ("center", "squash", "border")
+#: Largest image side a data config may ask for (a saved config is a stranger's: bound what it makes us allocate).
+MAX_IMAGE_SIZE = 8192
+#: timm architecture hyperparameters a saved spec may carry; keys that make timm open files or fetch configs
+#: (checkpoint_path, pretrained_cfg, pretrained_cfg_overlay, cache_dir, ...) are never among them.
+SPEC_KWARGS = frozenset(
+    """drop_rate drop_path_rate drop_block_rate proj_drop_rate attn_drop_rate pos_drop_rate patch_drop_rate
+    global_pool in_chans img_size patch_size embed_dim depth depths dims num_heads mlp_ratio qkv_bias qk_norm
+    class_token reg_tokens no_embed_class dynamic_img_size dynamic_img_pad window_size output_stride act_layer
+    norm_layer layer_scale_init_value init_values zero_init_last stem_type stem_width channel_multiplier
+    depth_multiplier fix_stem use_fused_attn""".split()
+)
 
 
 class ImagePreprocessor(Preprocessor):
@@ -26,11 +39,7 @@ class ImagePreprocessor(Preprocessor):
     """
 
     def __init__(self, data_config: dict[str, Any], train: bool = False) -> None:
-        self.data_config = {
-            k: tuple(data_config[k]) if isinstance(data_config[k], list) else data_config[k]
-            for k in DATA_CONFIG_KEYS
-            if k in data_config
-        }
+        self.data_config = check_data_config(data_config)
         self.train = train
         self.deterministic = not train
         self._transform = None  # built lazily: keeps the object small to pickle into DataLoader workers
@@ -52,6 +61,43 @@ class ImagePreprocessor(Preprocessor):
 
     def config(self) -> dict[str, Any]:
         return {"type": "image", **{k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}}
+
+
+def check_data_config(data_config: Any) -> dict[str, Any]:
+    """Type-check an image data config (it may come from a saved config.json) and keep the keys timm uses."""
+    if not isinstance(data_config, dict):
+        raise ConfigError(f"data_config must be a mapping of {', '.join(DATA_CONFIG_KEYS)}; got {data_config!r}.")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items() if k in DATA_CONFIG_KEYS}
+
+    def numbers(value: Any, count: int) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) == count
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        )
+
+    problems = []
+    size = config.get("input_size")
+    if size is not None and not (
+        numbers(size, 3) and all(isinstance(x, int) and 1 <= x <= MAX_IMAGE_SIZE for x in size) and size[0] <= 16
+    ):
+        problems.append(f"input_size must be [channels, height, width] of ints up to {MAX_IMAGE_SIZE}, got {size!r}")
+    channels = size[0] if size is not None and not problems else None
+    for key in ("mean", "std"):
+        value = config.get(key)
+        if value is not None and not (numbers(value, len(value) if channels is None else channels) and len(value) <= 16):
+            problems.append(f"{key} must be a list of one number per channel, got {value!r}")
+    if config.get("std") is not None and not problems and any(x <= 0 for x in config["std"]):
+        problems.append(f"std must be positive, got {config['std']!r}")
+    crop = config.get("crop_pct")
+    if crop is not None and not (isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1.0):
+        problems.append(f"crop_pct must be a number in (0, 1], got {crop!r}")
+    for key, choices in (("interpolation", INTERPOLATIONS), ("crop_mode", CROP_MODES)):
+        if config.get(key) is not None and config[key] not in choices:
+            problems.append(f"{key} must be one of {', '.join(choices)}, got {config[key]!r}")
+    if problems:
+        raise ConfigError(f"Invalid image data config: {'; '.join(problems)}.")
+    return config
 
 
 class TimmBackbone(Backbone):
@@ -96,6 +142,7 @@ class TimmPlugin(BackbonePlugin):
     name = "timm"
     modality = "image"
     package = "hubtl"
+    spec_kwargs = SPEC_KWARGS
 
     def create(
         self,
@@ -107,6 +154,13 @@ class TimmPlugin(BackbonePlugin):
     ) -> TimmBackbone:
         """Create `model_name`; weights from timm's Hub (`pretrained`) or a local `checkpoint_path`."""
         _check_jsonable(kwargs, model_name)
+        unknown = sorted(set(kwargs) - SPEC_KWARGS)
+        if unknown:
+            raise ConfigError(
+                f"timm model {model_name!r} rejected backbone_kwargs {dict((k, kwargs[k]) for k in unknown)}: hubtl "
+                f"saves backbone_kwargs in config.json and only loads architecture options back ({', '.join(sorted(SPEC_KWARGS))})."
+                " For weights on disk use checkpoint_path."
+            )
         model = self._create_model(model_name, pretrained=pretrained and checkpoint_path is None, **kwargs)
         if checkpoint_path is not None:
             _load_checkpoint(model, checkpoint_path)
@@ -116,10 +170,13 @@ class TimmPlugin(BackbonePlugin):
         return TimmBackbone(model, model_name, kwargs, data_config)
 
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TimmBackbone:
-        model = self._create_model(spec["name"], pretrained=False, **spec.get("kwargs", {}))
-        data_config = spec.get("data_config") or timm.data.resolve_model_data_config(model)
-        data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}
-        return TimmBackbone(model, spec["name"], dict(spec.get("kwargs", {})), data_config)
+        name, data_config = spec["name"], spec.get("data_config")
+        if not isinstance(name, str) or ":" in name or "/" in name:
+            # 'hf-hub:org/repo' or 'local-dir:/path' would make timm fetch or read a config from elsewhere.
+            raise ModelLoadError(f"The saved timm model name {name!r} is not a plain timm architecture name.")
+        checked = check_data_config(data_config) if data_config else None
+        model = self._create_model(name, pretrained=False, **spec.get("kwargs", {}))
+        return TimmBackbone(model, name, dict(spec.get("kwargs", {})), checked or timm.data.resolve_model_data_config(model))
 
     def list_models(self, pattern: str | None = None) -> list[str]:
         return timm.list_models(pattern or "*")

@@ -16,6 +16,10 @@ from ..errors import BackboneNotFoundError, ConfigError, InvalidInputError, Mode
 from .base import Backbone, BackbonePlugin, Preprocessor
 
 POOLINGS = ("cls", "mean")
+#: The longest input a saved spec may ask for (bounds what a stranger's config makes us allocate).
+MAX_LENGTH_LIMIT = 1 << 20
+#: Keys of a transformers folder's JSON files that hold only the name the model was saved from (never opened).
+_NAME_KEYS = {"name_or_path", "_name_or_path"}
 
 
 class TextPreprocessor(Preprocessor):
@@ -107,6 +111,7 @@ class TransformersPlugin(BackbonePlugin):
     name = "transformers"
     modality = "text"
     package = "hubtl"
+    spec_kwargs = frozenset({"pooling", "max_length"})
 
     def create(
         self, model_name: str, pretrained: bool = True, pooling: str = "mean", max_length: int | None = None, **kwargs: Any
@@ -136,12 +141,19 @@ class TransformersPlugin(BackbonePlugin):
 
         if files_dir is None or not (Path(files_dir) / "config.json").is_file():
             raise ModelLoadError(f"The transformers config of backbone {spec['name']!r} is missing from {files_dir}.")
-        config = AutoConfig.from_pretrained(files_dir)
-        with _skip_weight_init():  # the saved weights overwrite every parameter right after
-            model = AutoModel.from_config(config)
-        tokenizer = _load_tokenizer(str(files_dir))
         kwargs = spec.get("kwargs", {})
-        return TransformersBackbone(model, tokenizer, spec["name"], kwargs.get("pooling", "mean"), kwargs.get("max_length"))
+        max_length = kwargs.get("max_length")
+        if max_length is not None and not (isinstance(max_length, int) and 1 <= max_length <= MAX_LENGTH_LIMIT):
+            raise ConfigError(f"max_length must be an int from 1 to {MAX_LENGTH_LIMIT}; got {max_length!r}.")
+        check_transformers_files(files_dir)
+        try:
+            config = AutoConfig.from_pretrained(files_dir, trust_remote_code=False, local_files_only=True)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ModelLoadError(f"The transformers config in {files_dir} cannot be read: {err}") from err
+        with _skip_weight_init():  # the saved weights overwrite every parameter right after
+            model = AutoModel.from_config(config, trust_remote_code=False)
+        tokenizer = _load_tokenizer(str(files_dir), local_files_only=True)
+        return TransformersBackbone(model, tokenizer, spec["name"], kwargs.get("pooling", "mean"), max_length)
 
     def list_models(self, pattern: str | None = None) -> list[str]:
         """Transformers models in the local Hugging Face cache (nothing here can search the online Hub).
@@ -192,14 +204,63 @@ def _skip_weight_init() -> contextlib.AbstractContextManager[Any]:
     return no_init_weights()
 
 
-def _load_tokenizer(source: str) -> Any:
-    """AutoTokenizer, with an error that says the tokenizer files are missing."""
+def _load_tokenizer(source: str, local_files_only: bool = False) -> Any:
+    """AutoTokenizer (never with custom code), with an error that says the tokenizer files are missing."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local_files_only)
     except (OSError, ValueError, TypeError) as err:
         raise ModelLoadError(f"No usable tokenizer in {source!r}: {err}. Save the tokenizer beside the model.") from err
+
+
+def check_transformers_files(directory: str | os.PathLike) -> None:
+    """Refuse a saved transformers folder that names custom code, an unknown architecture or files outside it.
+
+    Public so that text plugins rebuilding a transformers model from a saved folder check it the same way.
+    """
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    directory = Path(directory)
+    for path in sorted(directory.rglob("*.json")):
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"{path.name} in the saved backbone is not valid JSON ({err}); save the model again.") from err
+        if isinstance(content, dict) and "auto_map" in content:
+            raise ModelLoadError(
+                f"{path.name} in the saved backbone names custom code (auto_map: {content['auto_map']}); hubtl never runs "
+                "code from a model repo. Use an architecture that transformers ships."
+            )
+        for key, value in _file_references(content):
+            if not (value and value == Path(value).name and value not in (".", "..") and "\\" not in value):
+                raise ModelLoadError(
+                    f"{path.name} in the saved backbone sets {key} to {value!r}: a saved model may only name files "
+                    "inside its own folder. Save the model again."
+                )
+    model_type = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            f"The saved backbone's config.json has model_type {model_type!r}, which transformers does not know: it would "
+            "need custom code, which hubtl never runs. Upgrade transformers if it is a new architecture."
+        )
+
+
+def _file_references(content: Any) -> list[tuple[str, Any]]:
+    """(key, value) of every string entry whose top-level key names a file, a path or a folder.
+
+    transformers passes a JSON file's top-level keys to the tokenizer or config as keyword arguments; the
+    nested objects of tokenizer.json are read by the tokenizers library, which opens no other file.
+    """
+    found: list[tuple[str, Any]] = []
+    if isinstance(content, dict):
+        for key, value in content.items():
+            lowered = str(key).lower()
+            if lowered not in _NAME_KEYS and lowered.endswith(("file", "files", "path", "dir", "paths", "dirs")):
+                found.extend((key, v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+    return found
 
 
 def _default_max_length(model: nn.Module, tokenizer: Any) -> int:

@@ -37,7 +37,7 @@ def push_output_dir(
     one) and plots are then refreshed to match what was pushed.
     """
     from ..cards import README_NAME, is_generated_card, write_model_card
-    from ..model import CONFIG_NAME, WEIGHTS_NAME, read_config
+    from ..layout import CONFIG_NAME, WEIGHTS_NAME, read_config
 
     validate_repo_id(repo_id)
     directory = Path(output_dir).expanduser()

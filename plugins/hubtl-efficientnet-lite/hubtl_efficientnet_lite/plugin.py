@@ -61,6 +61,8 @@ class EfficientNetLitePlugin(BackbonePlugin):
     modality = "image"
     package = "hubtl-efficientnet-lite"
     spec_version = 1
+    #: the only kwargs a saved spec may carry (timm options that open files, like checkpoint_path, never)
+    spec_kwargs = frozenset({"drop_rate", "drop_path_rate"})
 
     def create(
         self, model_name: str, pretrained: bool = True, image_size: int | None = None, **kwargs: Any

@@ -102,8 +102,8 @@ def read_folder(folder: Path) -> SentenceTransformerConfig:
         )
     if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
         raise ConfigError(f"{folder}/modules.json lists {kinds}; expected Transformer, Pooling[, Normalize].")
-    transformer_dir = folder / modules[0].get("path", "")
-    modes, dim = read_pooling_config(_read_json(folder / modules[1]["path"] / "config.json"))
+    transformer_dir = _inside(folder, modules[0].get("path", ""))
+    modes, dim = read_pooling_config(_read_json(_inside(folder, modules[1].get("path", "")) / "config.json"))
     st_config = {}
     for candidate in (transformer_dir / "sentence_bert_config.json", folder / "sentence_bert_config.json"):
         if candidate.is_file():
@@ -117,6 +117,13 @@ def read_folder(folder: Path) -> SentenceTransformerConfig:
         max_seq_length=st_config.get("max_seq_length"),
         do_lower_case=bool(st_config.get("do_lower_case", False)),
     )
+
+
+def _inside(folder: Path, relative: Any) -> Path:
+    """`folder / relative`, refusing module paths that lead outside the folder (a saved model is a stranger's)."""
+    if not isinstance(relative, str) or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise ModelLoadError(f"{folder}/modules.json names the module path {relative!r}, which leads outside the folder.")
+    return folder / relative
 
 
 def write_folder(config: SentenceTransformerConfig, directory: Path) -> None:

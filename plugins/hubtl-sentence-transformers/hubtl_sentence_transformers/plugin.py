@@ -84,6 +84,7 @@ class SentenceTransformersPlugin(BackbonePlugin):
     modality = "text"
     package = "hubtl-sentence-transformers"
     spec_version = 1
+    spec_kwargs = frozenset({"max_length"})
 
     def create(
         self, model_name: str, pretrained: bool = True, max_length: int | None = None, **kwargs: Any
@@ -101,7 +102,11 @@ class SentenceTransformersPlugin(BackbonePlugin):
                 f"The sentence-transformers files of backbone {spec.get('name')!r} are missing from {files_dir}; "
                 "save or download the whole model directory again."
             )
-        return _build(Path(files_dir), spec["name"], pretrained=False, max_length=spec.get("kwargs", {}).get("max_length"))
+        max_length = spec.get("kwargs", {}).get("max_length")
+        if max_length is not None and not (isinstance(max_length, int) and max_length >= 1):
+            raise ConfigError(f"max_length must be a positive int; got {max_length!r}.")
+        hubtl.check_transformers_files(files_dir)  # no custom code, no file named outside the folder
+        return _build(Path(files_dir), spec["name"], pretrained=False, max_length=max_length)
 
     def list_models(self, pattern: str | None = None) -> list[str]:
         """sentence-transformers models in the local Hugging Face cache (repos with a modules.json)."""
@@ -127,12 +132,12 @@ def _build(folder: Path, model_name: str, pretrained: bool, max_length: int | No
 
     config = read_folder(folder)
     try:
-        model_config = AutoConfig.from_pretrained(config.transformer_dir)
-        tokenizer = AutoTokenizer.from_pretrained(config.transformer_dir)
+        model_config = AutoConfig.from_pretrained(config.transformer_dir, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(config.transformer_dir, trust_remote_code=False)
         if pretrained:
-            model = AutoModel.from_pretrained(config.transformer_dir, config=model_config)
+            model = AutoModel.from_pretrained(config.transformer_dir, config=model_config, trust_remote_code=False)
         else:
-            model = AutoModel.from_config(model_config)
+            model = AutoModel.from_config(model_config, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"Could not build the transformer of {model_name!r} from {config.transformer_dir}: {err}. The folder needs "

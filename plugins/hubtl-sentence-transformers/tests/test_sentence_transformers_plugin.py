@@ -120,3 +120,15 @@ def test_saved_files_rebuild_offline(minilm: str, tmp_path: Path) -> None:
     rebuilt = SentenceTransformersPlugin().from_spec(json.loads(json.dumps(backbone.spec())), tmp_path / "backbone")
     assert rebuilt.config.pooling_modes == ("mean",) and rebuilt.config.normalize
     assert rebuilt.spec() == backbone.spec()
+
+
+@pytest.mark.parametrize("module_path", ["../outside", "/etc"])
+def test_a_saved_model_whose_modules_point_outside_its_folder_is_refused(minilm: str, tmp_path: Path, module_path: str) -> None:
+    model = hubtl.TransferModel.from_backbone(f"sentence_transformers:{minilm}", labels=["neg", "pos"], pretrained=False)
+    saved = model.save_pretrained(tmp_path / "model")
+    modules_file = saved / "backbone" / "modules.json"
+    modules = json.loads(modules_file.read_text())
+    modules[1]["path"] = module_path
+    modules_file.write_text(json.dumps(modules))
+    with pytest.raises(hubtl.ModelLoadError, match="leads outside the folder"):
+        hubtl.TransferModel.from_pretrained(saved)

@@ -1,0 +1,186 @@
+"""The saved-model format: file names, the typed `config.json`, the safetensors header and what `backbone/` may hold.
+
+Everything that reads a saved model directory (loading, pushing, cards) goes through this module, so
+the format has one owner. Reading is a trust boundary: a directory may come from a stranger's Hub
+repo, so every field is type-checked and every file name checked before anything is built from it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigFileError, ModelLoadError
+from .version import __version__
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BACKBONE_DIR = "backbone"
+#: Bumped when config.json changes in a way older hubtl cannot read.
+FORMAT_VERSION = 1
+#: The files that make up a model; everything else in an output dir (training/, README.md) is extra.
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, BACKBONE_DIR)
+#: What `backbone/` may hold: data files only (configs, vocabularies, tokenizer models); never code or pickles.
+BACKBONE_FILE_PATTERNS = ("*.json", "*.txt", "*.model", "*.vocab", "*.tiktoken")
+#: The files loading downloads from a Hub repo: nothing else of the repo is ever fetched.
+LOAD_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, *(f"{BACKBONE_DIR}/{p}" for p in BACKBONE_FILE_PATTERNS)]
+#: A safetensors header larger than this is refused (the safetensors library uses the same bound).
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+
+
+class _Section(BaseModel):
+    """Strict JSON types; unknown keys kept (newer hubtl may add some)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class SpecSection(_Section):
+    """`backbone` in config.json: the plugin's recipe for rebuilding the architecture."""
+
+    plugin: str
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    spec_version: int = Field(default=1, ge=1)
+    package: str | None = None
+
+
+class HeadSection(_Section):
+    """`head` in config.json: the task head's shape."""
+
+    task: str
+    in_features: int = Field(ge=1)
+    num_outputs: int = Field(ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    hidden_dim: int | None = Field(default=None, ge=1)
+    activation: str = "gelu"
+
+
+class ConfigFile(_Section):
+    """The whole config.json of a saved model, type-checked."""
+
+    library_name: str
+    hubtl_version: str = "?"
+    format_version: int = 1
+    task: str
+    modality: str | None = None
+    backbone: SpecSection
+    head: HeadSection
+    id2label: dict[str, str] = Field(default_factory=dict)
+    label2id: dict[str, int] = Field(default_factory=dict)
+    threshold: float = 0.5
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_config(directory: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+    """Read and type-check a saved model's config.json; `name` (a Hub ID) replaces the path in messages."""
+    path = Path(directory) / CONFIG_NAME
+    where = name or str(directory)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{where} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
+            "`model.save_pretrained(dir)` or `hubtl train`."
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{where}: {CONFIG_NAME} is not valid JSON ({err}); the model directory is damaged.") from err
+    if not isinstance(config, dict) or config.get("library_name") != "hubtl" or "backbone" not in config:
+        raise ModelLoadError(
+            f"{where}: {CONFIG_NAME} is not a hubtl model config (no library_name: hubtl). "
+            "Load it with the library that wrote it."
+        )
+    try:
+        checked = ConfigFile.model_validate(config)
+    except ValidationError as err:
+        section = " head section of" if err.errors()[0]["loc"][:1] == ("head",) else ""
+        raise ConfigFileError(
+            f"{where}: the{section} {CONFIG_NAME} is missing or invalid: {_describe(err)}. The model directory is "
+            "damaged or was tampered with; save or download it again."
+        ) from None
+    if checked.format_version > FORMAT_VERSION:
+        raise ConfigFileError(
+            f"{where} was written by hubtl {checked.hubtl_version} (format {checked.format_version}), newer than this "
+            f"hubtl {__version__} reads (format {FORMAT_VERSION}). Upgrade: `pip install -U hubtl`."
+        )
+    return config
+
+
+def _describe(err: ValidationError) -> str:
+    """The first problem of a validation error as '`key.path` must be ..., got ...'."""
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    expected = first["msg"][0].lower() + first["msg"][1:]
+    if first["type"] == "missing":
+        return f"`{key}` is missing"
+    return f"`{key}`: {expected}, got {json.dumps(first.get('input'), default=repr)[:80]}"
+
+
+def read_weights_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Names, dtypes and shapes of the tensors in a safetensors file, checked against its size; no tensor is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: the model directory has no weights. Save or download it again.")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
+            raise ModelLoadError(f"{path} is corrupt (not a safetensors file: bad header length). Save or download the model again.")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelLoadError(f"{path} is corrupt (damaged safetensors header: {err}). Save or download the model again.") from err
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path} is corrupt (damaged safetensors header). Save or download the model again.")
+    data_bytes = size - 8 - length
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            valid = (
+                dtype in _DTYPE_BYTES
+                and all(isinstance(d, int) and d >= 0 for d in shape)
+                and isinstance(begin, int)
+                and isinstance(end, int)
+                and 0 <= begin <= end <= data_bytes
+                and end - begin == math.prod(shape) * _DTYPE_BYTES[dtype]
+            )
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ModelLoadError(f"{path} is corrupt (tensor {key!r} has a damaged header entry). Save or download the model again.")
+        tensors[key] = (dtype, shape)
+    return tensors
+
+
+def check_backbone_files(directory: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """Refuse a `backbone/` folder holding anything but data files, or links that lead outside `root`."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    bounds = Path(root or directory.parent).resolve()
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if path.is_symlink() or path.is_file():
+            if not any(fnmatch.fnmatch(path.name, p) for p in BACKBONE_FILE_PATTERNS):
+                raise ModelLoadError(
+                    f"{BACKBONE_DIR}/{relative} is not a data file ({', '.join(BACKBONE_FILE_PATTERNS)}); hubtl never "
+                    "loads code or pickles from a model. Remove it, or save the model again with hubtl."
+                )
+            if not path.resolve().is_relative_to(bounds):
+                raise ModelLoadError(
+                    f"{BACKBONE_DIR}/{relative} links outside the model directory; a model's files must lie inside it."
+                )

@@ -1,0 +1,348 @@
+"""Loading a model is a trust boundary: a stranger's repo can make hubtl run no code, read no file outside the
+repo and allocate nothing its weights file does not justify. Each test is an attack measured on hubtl 0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from huggingface_hub import HfApi
+
+import hubtl
+from hubtl import Backbone, BackbonePlugin, TransferModel
+from hubtl.audit import watch
+from hubtl.errors import ModelLoadError
+from hubtl.hub.server import running_server, use_endpoint
+from hubtl.testing import check_backbone
+
+from conftest import TINY_TIMM
+
+TOKEN = "hub-write-token"
+EVIL_PY = "import pathlib; pathlib.Path({marker!r}).write_text('pwned')\n"
+
+
+@pytest.fixture(scope="module")
+def text_dir(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = TransferModel.from_backbone(tiny_bert, labels=["neg", "pos"], pretrained=False)
+    return model.save_pretrained(tmp_path_factory.mktemp("text") / "model")
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = TransferModel.from_backbone(TINY_TIMM, labels=["ant", "bee"], pretrained=False)
+    return model.save_pretrained(tmp_path_factory.mktemp("image") / "model")
+
+
+@pytest.fixture
+def text_copy(text_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(text_dir, tmp_path / "text-model"))
+
+
+@pytest.fixture
+def image_copy(image_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(image_dir, tmp_path / "image-model"))
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A file outside every model directory that no load may open."""
+    path = tmp_path / "outside" / "secret.txt"
+    path.parent.mkdir()
+    path.write_text("[PAD]\n[UNK]\nsecret\n")
+    return path
+
+
+def edit_json(path: Path, **changes: Any) -> None:
+    content = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target = content
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    path.write_text(json.dumps(content))
+
+
+def load_watched(directory: Path) -> tuple[Exception | None, list[str]]:
+    """Load under the audit hook; return the error (if any) and what the load did outside the directory."""
+    with watch(directory) as seen:
+        try:
+            TransferModel.from_pretrained(directory)
+        except Exception as err:  # noqa: BLE001 - the test inspects it
+            return err, seen.violations
+    return None, seen.violations
+
+
+# ------------------------------------------------------------------ code execution
+
+
+def test_custom_code_in_the_backbone_config_is_refused_without_a_prompt(text_copy: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    (text_copy / "backbone" / "evil.py").write_text(EVIL_PY.format(marker=str(marker)))
+    edit_json(text_copy / "backbone" / "config.json", auto_map={"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"})
+    with pytest.raises(ModelLoadError, match=r"backbone/evil\.py is not a data file.*never loads code"):
+        TransferModel.from_pretrained(text_copy)
+    (text_copy / "backbone" / "evil.py").unlink()
+    # stdin closed: a prompt would raise EOFError instead of the clear error
+    with pytest.raises(ModelLoadError, match=r"names custom code \(auto_map"):
+        TransferModel.from_pretrained(text_copy)
+    assert not marker.exists()
+
+
+def test_unknown_model_type_is_refused(text_copy: Path) -> None:
+    edit_json(text_copy / "backbone" / "config.json", model_type="evil-bert")
+    with pytest.raises(ModelLoadError, match=r"model_type 'evil-bert'.*custom code"):
+        TransferModel.from_pretrained(text_copy)
+
+
+def test_custom_code_by_hub_id_is_never_downloaded(text_dir: Path, tmp_path: Path, hf_home: Path, monkeypatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    marker = tmp_path / "pwned"
+    with running_server(tmp_path / "hub-root", token=TOKEN) as url, use_endpoint(url):
+        api = HfApi(endpoint=url, token=TOKEN)
+        api.create_repo("eve/evil-model")
+        api.upload_folder(repo_id="eve/evil-model", folder_path=str(text_dir))
+        api.upload_file(
+            repo_id="eve/evil-model", path_or_fileobj=EVIL_PY.format(marker=str(marker)).encode(), path_in_repo="backbone/evil.py"
+        )
+        config = json.loads((text_dir / "backbone" / "config.json").read_text())
+        config["auto_map"] = {"AutoModel": "evil.EvilModel"}
+        api.upload_file(
+            repo_id="eve/evil-model", path_or_fileobj=json.dumps(config).encode(), path_in_repo="backbone/config.json"
+        )
+        with pytest.raises(ModelLoadError, match=r"names custom code \(auto_map"):
+            TransferModel.from_pretrained("eve/evil-model")
+    downloaded = [p.name for p in (hf_home / "hub").rglob("*") if p.is_file() or p.is_symlink()]
+    assert "config.json" in downloaded and "evil.py" not in downloaded
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ reads outside the repo
+
+
+def test_timm_checkpoint_path_in_the_spec_is_refused_and_never_opened(image_copy: Path, secret: Path) -> None:
+    edit_json(image_copy / "config.json", backbone__kwargs={"checkpoint_path": str(secret)})
+    err, violations = load_watched(image_copy)
+    assert isinstance(err, ModelLoadError) and "checkpoint_path" in str(err)
+    assert not any("secret.txt" in v for v in violations)
+
+
+@pytest.mark.parametrize("name", ["hf-hub:eve/evil", "local-dir:/etc"])
+def test_timm_names_that_fetch_configs_from_elsewhere_are_refused(image_copy: Path, name: str) -> None:
+    edit_json(image_copy / "config.json", backbone__name=name)
+    with pytest.raises(ModelLoadError, match="not a plain timm architecture name"):
+        TransferModel.from_pretrained(image_copy)
+
+
+@pytest.mark.parametrize("key", ["vocab_file", "tokenizer_file", "merges_file"])
+def test_tokenizer_files_named_outside_the_repo_are_refused(text_copy: Path, secret: Path, key: str) -> None:
+    (text_copy / "backbone" / "tokenizer.json").unlink()
+    edit_json(text_copy / "backbone" / "tokenizer_config.json", **{key: str(secret)})
+    err, violations = load_watched(text_copy)
+    assert isinstance(err, ModelLoadError), err
+    assert key in str(err) and "only name files inside its own folder" in str(err)
+    assert not any("secret.txt" in v for v in violations)
+
+
+def test_a_backbone_file_linking_outside_the_repo_is_refused(text_copy: Path, secret: Path) -> None:
+    vocab = text_copy / "backbone" / "tokenizer.json"
+    vocab.unlink()
+    vocab.symlink_to(secret)
+    with pytest.raises(ModelLoadError, match=r"backbone/tokenizer\.json links outside the model directory"):
+        TransferModel.from_pretrained(text_copy)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"pretrained_cfg_overlay": {"file": "/etc/hostname"}}, {"cache_dir": "/tmp"}, {"drop_rate": "../../etc/hostname"}],
+)
+def test_spec_kwargs_that_name_paths_are_refused(image_copy: Path, kwargs: dict[str, Any]) -> None:
+    edit_json(image_copy / "config.json", backbone__kwargs=kwargs)
+    with pytest.raises(ModelLoadError, match=r"Backbone kwarg"):
+        TransferModel.from_pretrained(image_copy)
+
+
+def test_a_clean_load_reads_only_the_model_and_libraries(text_dir: Path, image_dir: Path) -> None:
+    for directory in (text_dir, image_dir):
+        err, violations = load_watched(directory)
+        assert err is None and violations == []
+
+
+# ------------------------------------------------------------------ allocation
+
+
+def test_a_huge_head_is_refused_before_anything_is_allocated(image_copy: Path) -> None:
+    edit_json(image_copy / "config.json", head__num_outputs=10_000_000_000)
+    with pytest.raises(ModelLoadError, match=r"does not match config\.json \(size mismatch in the head"):
+        TransferModel.from_pretrained(image_copy)
+
+
+def test_a_huge_backbone_config_is_refused_before_anything_is_allocated(text_copy: Path) -> None:
+    edit_json(text_copy / "backbone" / "config.json", hidden_size=1_048_576, intermediate_size=1_048_576)
+    edit_json(text_copy / "config.json", head__in_features=1_048_576)
+    with pytest.raises(ModelLoadError, match=r"does not match config\.json"):
+        TransferModel.from_pretrained(text_copy)
+
+
+def test_weights_that_a_header_lies_about_are_refused(image_copy: Path) -> None:
+    weights = image_copy / "model.safetensors"
+    data = weights.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    first = next(k for k in header if k != "__metadata__")
+    header[first]["shape"] = [10_000_000, 10_000_000]
+    raw = json.dumps(header).encode()
+    weights.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length :])
+    with pytest.raises(ModelLoadError, match=r"is corrupt"):
+        TransferModel.from_pretrained(image_copy)
+
+
+# ------------------------------------------------------------------ bad values are ModelLoadErrors naming the key
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"format_version": "abc"}, r"`format_version`: input should be a valid integer"),
+        ({"backbone__spec_version": "2"}, r"`backbone\.spec_version`: input should be a valid integer"),
+        ({"backbone__kwargs": [1, 2]}, r"`backbone\.kwargs`: input should be a valid dictionary"),
+        ({"head__dropout": "high"}, r"`head\.dropout`: input should be a valid number"),
+        ({"id2label": ["a", "b"]}, r"`id2label`: input should be a valid dictionary"),
+        ({"backbone__data_config__mean": "x"}, r"mean must be a list of one number per channel, got 'x'"),
+        ({"backbone__data_config__input_size": [3, 10**9, 10**9]}, r"input_size must be"),
+    ],
+)
+def test_bad_config_values_are_model_load_errors(image_copy: Path, change: dict[str, Any], pattern: str) -> None:
+    edit_json(image_copy / "config.json", **change)
+    with pytest.raises(ModelLoadError, match=pattern):
+        TransferModel.from_pretrained(image_copy)
+
+
+def test_a_huge_max_length_is_refused(text_copy: Path) -> None:
+    edit_json(text_copy / "config.json", backbone__kwargs={"pooling": "mean", "max_length": 10**12})
+    with pytest.raises(ModelLoadError, match=r"max_length must be an int"):
+        TransferModel.from_pretrained(text_copy)
+
+
+def test_training_with_a_kwarg_loading_would_refuse_fails_at_once() -> None:
+    with pytest.raises(hubtl.ConfigError, match=r"rejected backbone_kwargs \{'pretrained_cfg_overlay'"):
+        TransferModel.from_backbone(TINY_TIMM, labels=["a", "b"], pretrained=False, pretrained_cfg_overlay={"x": 1})
+
+
+# ------------------------------------------------------------------ the conformance kit's load-safety check
+
+
+class _Tiny(Backbone):
+    modality = "text"
+    feature_dim = 4
+
+    def __init__(self, plugin: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.plugin, self.extra = plugin, extra or {}
+        self.embedding = __import__("torch").nn.EmbeddingBag(64, 4)
+
+    def forward(self, batch):
+        return self.embedding(batch["ids"], batch["offsets"])
+
+    def preprocessor(self, train: bool = False):
+        raise NotImplementedError("the load_safety check never preprocesses")
+
+    def layer_groups(self):
+        return [list(self.parameters())]
+
+    def spec(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "name": "tiny", "kwargs": {}, **self.extra}
+
+    def save_files(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "vocab.txt").write_text("a\nb\n")
+
+
+def _plugin(name: str, from_spec) -> BackbonePlugin:
+    cls = type(
+        f"{name.title()}Plugin",
+        (BackbonePlugin,),
+        {
+            "name": name,
+            "modality": "text",
+            "create": lambda self, model_name, pretrained=True, **kw: self.make(),
+            "from_spec": from_spec,
+            "list_models": lambda self, pattern=None: ["tiny"],
+        },
+    )
+    return cls()
+
+
+def _run_load_safety(plugin: BackbonePlugin, extra: dict[str, Any] | None = None) -> Any:
+    plugin.make = lambda: _Tiny(plugin.name, extra)
+    return check_backbone(plugin, "tiny", checks=["load_safety"], raise_on_failure=False, examples=["a"])
+
+
+def test_kit_passes_a_plugin_that_reads_only_its_files() -> None:
+    def from_spec(self, spec, files_dir):
+        (Path(files_dir) / "vocab.txt").read_text()
+        return _Tiny(self.name)
+
+    report = _run_load_safety(_plugin("tidy", from_spec))
+    assert report["load_safety"].status == "pass", report.summary()
+
+
+def test_kit_fails_a_plugin_that_opens_a_path_taken_from_the_spec(secret: Path) -> None:
+    def from_spec(self, spec, files_dir):
+        Path(spec["vocab_path"]).read_text()
+        return _Tiny(self.name, {"vocab_path": spec["vocab_path"]})
+
+    report = _run_load_safety(_plugin("leaky", from_spec), {"vocab_path": str(secret)})
+    result = report["load_safety"]
+    assert result.status == "fail"
+    assert f"opened {secret}" in result.message and "never a path taken from the spec" in result.message
+
+
+def test_kit_fails_a_plugin_that_starts_a_process() -> None:
+    def from_spec(self, spec, files_dir):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        return _Tiny(self.name)
+
+    result = _run_load_safety(_plugin("spawner", from_spec))["load_safety"]
+    assert result.status == "fail" and "started a process (subprocess.Popen" in result.message
+
+
+def test_kit_fails_a_plugin_that_runs_code_from_the_model_directory() -> None:
+    def from_spec(self, spec, files_dir):
+        script = Path(files_dir) / "vocab.txt"
+        exec(compile("x = 1", str(script), "exec"), {})  # code "from" a file of the model directory
+        return _Tiny(self.name)
+
+    result = _run_load_safety(_plugin("runner", from_spec))["load_safety"]
+    assert result.status == "fail" and "compiled code from" in result.message and "vocab.txt" in result.message
+
+
+def test_kit_fails_a_plugin_whose_files_loading_would_refuse() -> None:
+    def from_spec(self, spec, files_dir):
+        return _Tiny(self.name)
+
+    plugin = _plugin("pickler", from_spec)
+    plugin.make = lambda: _Pickler(plugin.name)
+    result = check_backbone(plugin, "tiny", checks=["load_safety"], raise_on_failure=False, examples=["a"])["load_safety"]
+    assert result.status == "fail" and "weights.pkl is not a data file" in result.message
+
+
+class _Pickler(_Tiny):
+    def save_files(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "weights.pkl").write_bytes(b"\x80\x04N.")
+
+
+def test_cli_check_includes_load_safety() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "hubtl.cli", "backbones", "check", TINY_TIMM],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "PASS  load_safety" in out.stdout
