@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import json
 import logging
 import math
@@ -18,7 +19,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -49,6 +49,7 @@ STAGING_PREFIX = ".staging-checkpoint-"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 #: What torch's zip writer says when a write comes up short; it drops the errno, so free space decides.
 SHORT_WRITE_MESSAGES = ("unexpected pos", "file write failed")
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 @dataclass
@@ -778,7 +779,13 @@ def _release_frames(err: BaseException) -> None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        traceback.clear_frames(e.__traceback__)
+        tb = e.__traceback__
+        while tb is not None:
+            # a suspended generator's frame may still be in use: clearing it would close the generator
+            if not tb.tb_frame.f_code.co_flags & _GENERATOR_FLAGS:
+                with contextlib.suppress(RuntimeError):  # a frame still executing keeps its locals
+                    tb.tb_frame.clear()
+            tb = tb.tb_next
         chain += [e.__cause__, e.__context__]
 
 
