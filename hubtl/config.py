@@ -19,10 +19,9 @@ import yaml
 
 from .data import DatasetConfig
 from .errors import ConfigError
-from .heads import TASKS
-from .metrics import TASK_METRICS, metric_key
-
-STRATEGIES = ("linear_probe", "full", "gradual", "lora")
+from .metrics import metric_key
+from .strategies import get_strategy
+from .tasks import get_task
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
@@ -295,8 +294,8 @@ def _check_values(cfg: TrainingConfig) -> None:
             raise ConfigError(message)
 
     require(":" in cfg.backbone, f"backbone must look like '<plugin>:<model>', e.g. timm:resnet18; got {cfg.backbone!r}.")
-    require(cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}; got {cfg.task!r}.")
-    require(cfg.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}; got {cfg.strategy!r}.")
+    task = get_task(cfg.task)
+    get_strategy(cfg.strategy).check(cfg)
     require(cfg.mixed_precision in MIXED_PRECISION, f"mixed_precision must be one of {MIXED_PRECISION}.")
     require(cfg.lr_scheduler_type in SCHEDULERS, f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}.")
     require(cfg.learning_rate > 0, f"learning_rate must be > 0; got {cfg.learning_rate}.")
@@ -309,7 +308,6 @@ def _check_values(cfg: TrainingConfig) -> None:
     require(cfg.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1.")
     require(cfg.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 disables clipping).")
     require(cfg.layer_decay is None or 0 < cfg.layer_decay <= 1, "layer_decay must be in (0, 1].")
-    require(cfg.gradual_unfreeze_epochs >= 1, "gradual_unfreeze_epochs must be >= 1.")
     require(cfg.save_steps is None or cfg.save_steps >= 1, "save_steps must be >= 1 (or null: each epoch only).")
     require(cfg.save_total_limit >= 1, "save_total_limit must be >= 1.")
     require(cfg.early_stopping_patience is None or cfg.early_stopping_patience >= 1, "early_stopping_patience must be >= 1.")
@@ -317,17 +315,12 @@ def _check_values(cfg: TrainingConfig) -> None:
     require(cfg.num_outputs >= 1, "num_outputs must be >= 1.")
     require(cfg.logging_steps >= 1, "logging_steps must be >= 1.")
     require(cfg.report_to in ("auto", "none", "tensorboard"), "report_to must be auto, none or tensorboard.")
-    require(cfg.lora_r >= 1, "lora_r must be >= 1.")
-    require(
-        cfg.strategy != "lora" or cfg.backbone.startswith("transformers:"),
-        "strategy: lora works with transformers backbones (through PEFT); use full or gradual for others.",
-    )
     require(
         cfg.labels is None or len(set(cfg.labels)) == len(cfg.labels), f"labels must be unique; got {cfg.labels}."
     )
     require(bool(cfg.dataset.path), "dataset.path must name a Hub dataset, a folder or a file.")
-    if cfg.metric_for_best_model is not None and cfg.task in TASK_METRICS:
-        known = TASK_METRICS[cfg.task]
+    if cfg.metric_for_best_model is not None:
+        known = task.metrics
         if metric_key(cfg.metric_for_best_model) not in known:
             close = difflib.get_close_matches(metric_key(cfg.metric_for_best_model), known, n=1)
             hint = f" Did you mean {close[0].removeprefix('eval_')}?" if close else ""

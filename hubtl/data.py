@@ -22,12 +22,14 @@ from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from torch.utils.data import Dataset as TorchDataset
 
 from .errors import ConfigError, DataError
+from .hub.client import looks_like_repo_id
+from .labels import preview
+from .tasks import get_task
 from .images import describe, is_readable_image
+from .backbones.base import MODALITIES
 
 logger = logging.getLogger("hubtl")
 
-TASKS = ("classification", "multi_label", "regression")
-MODALITIES = ("image", "text")
 #: split names taken as the eval split, in this order, when `eval_split` is not set
 EVAL_SPLIT_NAMES = ("validation", "val", "valid", "dev", "test")
 
@@ -35,7 +37,6 @@ _TABULAR_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "js
                     ".parquet": "parquet"}
 _IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in ImageFolder.EXTENSIONS)
 _FORMAT_NAMES = ("csv", "tsv", "json", "parquet", "imagefolder")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SUPPORTED = "a Hub dataset ID, an image folder (one sub-folder per class) or csv/tsv/json/jsonl/parquet files"
 _CHECK_CHUNK = 512
 
@@ -122,7 +123,8 @@ def load_transfer_data(
     train_ds, train_idx = split_sets[cfg.train_split], np.arange(len(train_ds))
     if eval_name is None:
         eval_ds, eval_name = train_ds, f"{cfg.train_split} (carved out)"
-        stratify = targets[cfg.train_split] if task == "classification" else None
+        class_ids = targets[cfg.train_split]
+        stratify = class_ids if class_ids.dtype == torch.long and class_ids.ndim == 1 else None
         train_idx, eval_idx = _carve(len(train_ds), cfg.validation_size, seed, stratify, names)
         train_targets = targets[cfg.train_split][torch.from_numpy(train_idx)]
         eval_targets = targets[cfg.train_split][torch.from_numpy(eval_idx)]
@@ -139,7 +141,7 @@ def load_transfer_data(
         skipped = train_bad + eval_bad
         if skipped and strict:
             raise DataError(
-                f"{len(skipped)} file(s) are not readable images: {_preview(skipped, 20)}. "
+                f"{len(skipped)} file(s) are not readable images: {preview(skipped, 20)}. "
                 "Remove or replace them, or run without strict to skip them."
             )
         if skipped:
@@ -150,10 +152,10 @@ def load_transfer_data(
     for split, idx in ((cfg.train_split, train_idx), (eval_name, eval_idx)):
         if len(idx) == 0:
             raise DataError(f"Split '{split}' of {cfg.path} has no usable examples left; add examples to it.")
-    if task == "classification":
+    if names and train_targets.dtype == torch.long and train_targets.ndim == 1:
         unseen = [n for n, count in zip(names, torch.bincount(train_targets, minlength=len(names))) if count == 0]
         if unseen:
-            logger.warning("Classes with no training examples: %s.", _preview(unseen, 10))
+            logger.warning("Classes with no training examples: %s.", preview(unseen, 10))
     return TransferData(
         train=TransferDataset(train_ds, column, train_idx, train_targets),
         eval=TransferDataset(eval_ds, column, eval_idx, eval_targets),
@@ -166,14 +168,14 @@ def load_transfer_data(
 class _Collate:
     """DataLoader collate_fn: preprocess the raw inputs, stack the targets (a class, so it pickles)."""
 
-    def __init__(self, preprocessor: Callable[[list[Any]], dict[str, torch.Tensor]], task: str) -> None:
+    def __init__(self, preprocessor: Callable[[list[Any]], dict[str, torch.Tensor]], target_dtype: torch.dtype) -> None:
         self.preprocessor = preprocessor
-        self.task = task
+        self.target_dtype = target_dtype
 
     def __call__(self, examples: list[tuple[Any, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         inputs = [raw for raw, _ in examples]
         targets = torch.stack([torch.as_tensor(target) for _, target in examples])
-        targets = targets.long() if self.task == "classification" else targets.float()
+        targets = targets.to(self.target_dtype)
         return self.preprocessor(inputs), targets
 
 
@@ -181,17 +183,14 @@ def make_collate(
     preprocessor: Callable[[list[Any]], dict[str, torch.Tensor]], task: str
 ) -> Callable[[list[tuple]], tuple[dict[str, torch.Tensor], torch.Tensor]]:
     """Build a picklable collate_fn turning (raw input, target) pairs into (batch dict, stacked targets)."""
-    if task not in TASKS:
-        raise ConfigError(f"Unknown task '{task}'; use one of {', '.join(TASKS)}.")
-    return _Collate(preprocessor, task)
+    return _Collate(preprocessor, get_task(task).target_dtype())
 
 
 # --- arguments -----------------------------------------------------------------------------------
 
 
 def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[str] | None, num_outputs: int) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"Unknown task '{task}'; use one of {', '.join(TASKS)}.")
+    task_type = get_task(task)
     if modality not in MODALITIES:
         raise ConfigError(f"Unknown modality '{modality}'; use one of {', '.join(MODALITIES)}.")
     if not cfg.path:
@@ -203,7 +202,7 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
         value = getattr(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{key} must be a positive integer or unset, got {value!r}.")
-    if task == "regression":
+    if not task_type.uses_labels:
         if labels is not None:
             raise ConfigError(
                 "labels apply to classification and multi_label tasks only; leave them unset for regression."
@@ -216,7 +215,7 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
         duplicates = sorted({name for name in labels if labels.count(name) > 1})
         if duplicates:
             raise ConfigError(f"labels has duplicates: {duplicates}; give each class once.")
-    if task == "multi_label" and not cfg.label_separator:
+    if not cfg.label_separator:
         raise ConfigError("label_separator is empty; set it to the character between labels, e.g. ','.")
 
 
@@ -239,7 +238,7 @@ def _load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
         return _load_local({"train": [os.path.abspath(path)]}, cfg), os.path.dirname(os.path.abspath(path))
     elif os.path.isdir(path):
         return _load_directory(os.path.abspath(path), cfg), os.path.abspath(path)
-    if not _HUB_ID.match(cfg.path) or _extension(cfg.path) in set(_TABULAR_FORMATS) | _IMAGE_EXTENSIONS:
+    if not looks_like_repo_id(cfg.path) or _extension(cfg.path) in set(_TABULAR_FORMATS) | _IMAGE_EXTENSIONS:
         raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {_SUPPORTED}.")
     return _load_hub(cfg), None
 
@@ -460,15 +459,10 @@ def _check_text_column(ds: datasets.Dataset, column: str, split: str) -> None:
 def _targets(
     split_sets: dict[str, datasets.Dataset], cfg: DatasetConfig, task: str, labels: list[str] | None, num_outputs: int
 ) -> tuple[list[str] | None, dict[str, torch.Tensor]]:
-    """Class names (None for regression) and the target tensor of every split, one row per example."""
-    if task == "regression":
-        values = {split: ds[cfg.label_column] for split, ds in split_sets.items()}
-        return None, {s: _regression_targets(v, cfg.label_column, s, num_outputs) for s, v in values.items()}
+    """Class names (None for tasks without labels) and the target tensor of every split, one row per example."""
     values = {split: _label_values(ds, cfg.label_column) for split, ds in split_sets.items()}
-    per_row = {split: _label_lists(v, task, cfg, split) for split, v in values.items()}
     feature_names = _class_names(split_sets[cfg.train_split].features[cfg.label_column])
-    names, mapping = _label_mapping(per_row, labels, feature_names, cfg.label_column)
-    return names, {split: _class_targets(rows, mapping, task, len(names)) for split, rows in per_row.items()}
+    return get_task(task).encode_targets(values, labels, feature_names, cfg.label_column, num_outputs, cfg.label_separator)
 
 
 def _class_names(feature: Any) -> list[str] | None:
@@ -492,123 +486,6 @@ def _label_values(ds: datasets.Dataset, column: str) -> list[Any]:
         return names[v] if isinstance(v, int) and 0 <= v < len(names) else None
 
     return [[name(v) for v in row] if isinstance(row, list) else name(row) for row in values]
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _value_name(value: Any) -> str:
-    """The class name a raw label value stands for: 3 and 3.0 are both '3'."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _label_lists(values: list[Any], task: str, cfg: DatasetConfig, split: str) -> list[Any]:
-    """Classification: one value per row; multi-label: a list of values per row."""
-    if task == "classification":
-        missing = [row for row, v in enumerate(values) if _is_missing(v)]
-        if missing:
-            raise DataError(
-                f"{len(missing)} row(s) of split '{split}' have no label in column '{cfg.label_column}' "
-                f"(rows {_preview(missing, 5)}). Fill them in, or pick a labelled split as eval_split."
-            )
-        lists = [row for row, v in enumerate(values) if isinstance(v, (list, tuple))]
-        if lists:
-            raise DataError(
-                f"Row {lists[0]} of split '{split}' has several labels ({values[lists[0]]!r}) but the task is "
-                "classification (one label per example); use task multi_label."
-            )
-        return values
-    rows = []
-    for v in values:
-        if _is_missing(v):
-            rows.append([])
-        elif isinstance(v, str):
-            rows.append([part.strip() for part in v.split(cfg.label_separator) if part.strip()])
-        elif isinstance(v, (list, tuple)):
-            rows.append([x for x in v if not _is_missing(x)])
-        else:
-            rows.append([v])
-    return rows
-
-
-def _label_mapping(
-    per_split: dict[str, list[Any]], given: list[str] | None, feature_names: list[str] | None, column: str
-) -> tuple[list[str], dict[Any, int]]:
-    """Class names in id order, and the id of every distinct raw label value."""
-    distinct: dict[Any, None] = {}
-    for rows in per_split.values():
-        for row in rows:
-            for v in row if isinstance(row, list) else (row,):
-                distinct.setdefault(v, None)
-    values = list(distinct)
-    names = list(given or feature_names or _sorted_names(values))
-    position = {n: i for i, n in enumerate(names)}
-    if all(_value_name(v) in position for v in values):
-        return names, {v: position[_value_name(v)] for v in values}
-    is_id = [isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v < len(names) for v in values]
-    if given is not None and feature_names is None and all(is_id):
-        return names, {v: int(v) for v in values}
-    offending = sorted({_value_name(v) for v in values if _value_name(v) not in position})
-    fix = (
-        "Add them to labels, pass integer ids below the number of labels, or leave labels unset to take the classes "
-        "from the data."
-        if given is not None
-        else "Make every split use the same classes as the train split."
-    )
-    raise DataError(
-        f"Label column '{column}' has {len(offending)} value(s) outside the label set {_preview(names, 10)}: "
-        f"{_preview(offending, 5)}. {fix}"
-    )
-
-
-def _sorted_names(values: list[Any]) -> list[str]:
-    if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
-        ordered = sorted(values)
-    else:
-        ordered = sorted(values, key=_value_name)
-    return list(dict.fromkeys(_value_name(v) for v in ordered))
-
-
-def _class_targets(rows: list[Any], mapping: dict[Any, int], task: str, num_labels: int) -> torch.Tensor:
-    if task == "classification":
-        return torch.tensor([mapping[v] for v in rows], dtype=torch.long)
-    targets = torch.zeros(len(rows), num_labels, dtype=torch.float32)
-    for i, row in enumerate(rows):
-        targets[i, [mapping[v] for v in row]] = 1.0
-    return targets
-
-
-def _regression_targets(values: list[Any], column: str, split: str, num_outputs: int) -> torch.Tensor:
-    """Float targets, one row per example; the first row that is not `num_outputs` finite numbers is refused."""
-    out = np.empty((len(values), num_outputs), dtype=np.float32)
-    expected = "a number" if num_outputs == 1 else f"a list of {num_outputs} numbers"
-    for row, v in enumerate(values):
-        items = [_as_number(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-        if len(items) != num_outputs or any(x is None for x in items):
-            raise DataError(
-                f"Regression label column '{column}' must hold {expected}, but row {row} of split '{split}' holds "
-                f"{v!r}. Fix that row, or check label_column and num_outputs."
-            )
-        if not all(math.isfinite(x) for x in items):
-            raise DataError(
-                f"Regression label column '{column}' must hold finite numbers, but row {row} of split '{split}' "
-                f"holds {v!r}: NaN and ±inf targets are refused. Fix or drop that row."
-            )
-        out[row] = items
-    return torch.from_numpy(out)
-
-
-def _as_number(value: Any) -> float | None:
-    """A label value as a float (numbers written as text included), or None when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-        return None
-    try:
-        return float(value.strip() if isinstance(value, str) else value)
-    except (ValueError, OverflowError):
-        return None
 
 
 # --- splitting, capping, checking images --------------------------------------------------------
@@ -663,9 +540,3 @@ def _readable(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[n
 def _cpu_count() -> int:
     # decoding is CPU-bound: more threads than cores only adds contention
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _preview(items: Iterable[Any], limit: int) -> str:
-    items = list(items)
-    shown = ", ".join(str(x) for x in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

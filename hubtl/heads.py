@@ -1,4 +1,4 @@
-"""Task heads on top of pooled backbone features, with their losses and output decoding."""
+"""The task head: dropout, an optional hidden layer and a linear map from pooled features to the task's outputs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-
-TASKS = ("classification", "multi_label", "regression")
+from .tasks import Task, get_task
 
 
 @dataclass
@@ -25,8 +24,7 @@ class HeadConfig:
     activation: str = "gelu"
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}.")
+        get_task(self.task)  # a ConfigError naming the known tasks
         if self.num_outputs < 1:
             raise ConfigError(f"A {self.task} head needs at least one output; got num_outputs={self.num_outputs}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -59,18 +57,15 @@ class Head(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
 
+    @property
+    def task(self) -> Task:
+        """The task this head serves (its loss and score functions)."""
+        return get_task(self.config.task)
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The task's training loss: cross-entropy, binary cross-entropy or mean squared error."""
-        if self.config.task == "classification":
-            return nn.functional.cross_entropy(logits, targets.long())
-        if self.config.task == "multi_label":
-            return nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
-        return nn.functional.mse_loss(logits, targets.to(logits.dtype).view_as(logits))
+        """The task's training loss."""
+        return self.task.loss(logits, targets)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities (softmax / sigmoid) or raw values for regression."""
-        if self.config.task == "classification":
-            return logits.softmax(-1)
-        if self.config.task == "multi_label":
-            return logits.sigmoid()
-        return logits
+        """The task's scores: probabilities (softmax / sigmoid) or raw values."""
+        return self.task.scores(logits)

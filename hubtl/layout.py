@@ -1,8 +1,16 @@
-"""The saved-model format: file names, the typed `config.json`, the safetensors header and what `backbone/` may hold.
+"""The saved-model and output-folder format: file names, the typed `config.json`, the training record, atomic writes.
 
-Everything that reads a saved model directory (loading, pushing, cards) goes through this module, so
-the format has one owner. Reading is a trust boundary: a directory may come from a stranger's Hub
-repo, so every field is type-checked and every file name checked before anything is built from it.
+Everything that writes or reads a saved model directory (the model, the trainer, cards, push) goes
+through this module, so the format has one owner. Reading is a trust boundary: a directory may come
+from a stranger's Hub repo, so every field is type-checked and every file name checked before anything
+is built from it.
+
+An output directory::
+
+    config.json  model.safetensors  backbone/   the model (what `from_pretrained` reads)
+    README.md                                   the generated model card
+    training/    config.yaml  metrics.jsonl  eval_results.json  summary.json  *.png
+    checkpoints/                                resumable state, never pushed
 """
 
 from __future__ import annotations
@@ -11,12 +19,16 @@ import fnmatch
 import json
 import math
 import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigFileError, ModelLoadError
+from .errors import ConfigError, ConfigFileError, ModelLoadError
 from .version import __version__
 
 CONFIG_NAME = "config.json"
@@ -30,6 +42,16 @@ MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, BACKBONE_DIR)
 BACKBONE_FILE_PATTERNS = ("*.json", "*.txt", "*.model", "*.vocab", "*.tiktoken")
 #: The files loading downloads from a Hub repo: nothing else of the repo is ever fetched.
 LOAD_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, *(f"{BACKBONE_DIR}/{p}" for p in BACKBONE_FILE_PATTERNS)]
+README_NAME = "README.md"
+TRAINING_DIR = "training"
+CHECKPOINTS_DIR = "checkpoints"
+#: The training record's files, inside TRAINING_DIR.
+TRAINING_CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+EVAL_RESULTS_NAME = "eval_results.json"
+SUMMARY_NAME = "summary.json"
+#: The libraries whose versions a training record keeps.
+RECORDED_LIBRARIES = ("hubtl", "torch", "timm", "transformers", "accelerate", "datasets", "huggingface_hub", "peft")
 #: A safetensors header larger than this is refused (the safetensors library uses the same bound).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -184,3 +206,116 @@ def check_backbone_files(directory: str | os.PathLike, root: str | os.PathLike |
                 raise ModelLoadError(
                     f"{BACKBONE_DIR}/{relative} links outside the model directory; a model's files must lie inside it."
                 )
+
+
+# --------------------------------------------------------------------------- the training record
+
+
+@dataclass
+class TrainingRecord:
+    """What the trainer writes under training/ and cards read back; each part is empty when its file is absent."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    eval_results: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        """True when any part of the record was found."""
+        return bool(self.config or self.metrics or self.eval_results or self.summary)
+
+    @classmethod
+    def read(cls, output_dir: str | os.PathLike) -> TrainingRecord:
+        """Read training/config.yaml, metrics.jsonl, eval_results.json and summary.json, tolerating absent files."""
+        import yaml
+
+        folder = Path(output_dir) / TRAINING_DIR
+        record = cls()
+        path = folder / TRAINING_CONFIG_NAME
+        if path.is_file():
+            try:
+                record.config = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path} is not valid YAML ({err}); fix or delete it, then render the card again.") from err
+        for name, attr in ((EVAL_RESULTS_NAME, "eval_results"), (SUMMARY_NAME, "summary")):
+            path = folder / name
+            if path.is_file():
+                setattr(record, attr, _read_json(path))
+        path = folder / METRICS_NAME
+        if path.is_file():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record.metrics.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ConfigError(f"{path} line {number} is not JSON ({err}); fix or delete that line.") from err
+        for attr in ("config", "eval_results", "summary"):
+            if not isinstance(getattr(record, attr), dict):
+                raise ConfigError(f"training/{attr} of {output_dir} is not a mapping; the training record is damaged.")
+        return record
+
+    def files(self) -> dict[str, bytes]:
+        """The record as file contents, by path relative to the output directory (only the parts that are set)."""
+        import yaml
+
+        out: dict[str, bytes] = {}
+        if self.config:
+            out[f"{TRAINING_DIR}/{TRAINING_CONFIG_NAME}"] = yaml.safe_dump(self.config, sort_keys=False).encode()
+        if self.metrics:
+            out[f"{TRAINING_DIR}/{METRICS_NAME}"] = "".join(json.dumps(row) + "\n" for row in self.metrics).encode()
+        if self.eval_results:
+            out[f"{TRAINING_DIR}/{EVAL_RESULTS_NAME}"] = json.dumps(self.eval_results, indent=2).encode()
+        if self.summary:
+            out[f"{TRAINING_DIR}/{SUMMARY_NAME}"] = json.dumps(self.summary, indent=2).encode()
+        return out
+
+    def write(self, output_dir: str | os.PathLike, parts: tuple[str, ...] = ("config", "metrics", "eval_results", "summary")) -> int:
+        """Write the chosen parts atomically (each file whole or not at all); return the bytes written."""
+        names = {"config": TRAINING_CONFIG_NAME, "metrics": METRICS_NAME, "eval_results": EVAL_RESULTS_NAME, "summary": SUMMARY_NAME}
+        wanted = {f"{TRAINING_DIR}/{names[p]}" for p in parts}
+        written = 0
+        for relative, data in self.files().items():
+            if relative in wanted:
+                atomic_write(Path(output_dir) / relative, data)
+                written += len(data)
+        return written
+
+
+def read_training_record(output_dir: str | os.PathLike) -> TrainingRecord:
+    """The training record of an output directory (see `TrainingRecord.read`)."""
+    return TrainingRecord.read(output_dir)
+
+
+def _read_json(path: Path) -> Any:
+    """Parse a JSON file of the training record, with an error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it, then render the card again.") from err
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the installed libraries that train and load models."""
+    found = {"python": sys.version.split()[0]}
+    for name in RECORDED_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write a file through a temporary sibling and a rename, so readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

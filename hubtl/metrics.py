@@ -1,4 +1,4 @@
-"""Evaluation metrics per task, computed from gathered logits and targets."""
+"""Evaluation metrics on gathered predictions and targets (numpy): what the tasks in `hubtl.tasks` report."""
 
 from __future__ import annotations
 
@@ -8,35 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-#: The metric that picks the best model when the config names none, per task.
-DEFAULT_METRIC = {"classification": "eval_accuracy", "multi_label": "eval_f1_macro", "regression": "eval_rmse"}
 #: Metrics where smaller is better; every other metric is maximised.
 LOWER_IS_BETTER = {"eval_loss", "eval_mae", "eval_rmse", "loss", "mae", "rmse"}
-#: The scalar metrics of each task that can pick the best model (what `evaluate` reports besides eval_samples).
-TASK_METRICS = {
-    "classification": ("eval_loss", "eval_accuracy", "eval_f1_macro"),
-    "multi_label": ("eval_loss", "eval_f1_micro", "eval_f1_macro", "eval_exact_match"),
-    "regression": ("eval_loss", "eval_mae", "eval_rmse", "eval_r2"),
-}
 
 
 def metric_key(name: str) -> str:
     """Accept 'accuracy' as well as 'eval_accuracy', as transformers does."""
     return name if name.startswith("eval_") else f"eval_{name}"
-
-
-def compute_metrics(
-    task: str, logits: torch.Tensor, targets: torch.Tensor, labels: list[str] | None, threshold: float = 0.5
-) -> dict[str, Any]:
-    """All metrics of a task, keys prefixed 'eval_' as in transformers' Trainer."""
-    logits_np = logits.float().cpu().numpy()
-    targets_np = targets.float().cpu().numpy()
-    if task == "classification":
-        return _classification(logits_np.argmax(-1), targets_np.astype(int), labels or [])
-    if task == "multi_label":
-        predictions = (1 / (1 + np.exp(-logits_np)) >= threshold).astype(int)
-        return _multi_label(predictions, targets_np.astype(int), labels or [])
-    return _regression(logits_np.reshape(len(logits_np), -1), targets_np.reshape(len(targets_np), -1))
 
 
 def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
@@ -56,7 +34,7 @@ def _per_class(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, labels: list[str]
     }
 
 
-def _classification(pred: np.ndarray, true: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def classification_metrics(pred: np.ndarray, true: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class figures and the confusion matrix (rows: true, columns: predicted)."""
     n = len(labels)
     matrix = np.zeros((n, n), dtype=int)
@@ -71,7 +49,7 @@ def _classification(pred: np.ndarray, true: np.ndarray, labels: list[str]) -> di
     }
 
 
-def _multi_label(pred: np.ndarray, true: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def multi_label_metrics(pred: np.ndarray, true: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Micro and macro F1 over labels, with per-label figures."""
     tp = (pred & true).sum(0)
     fp = (pred & (1 - true)).sum(0)
@@ -87,7 +65,7 @@ def _multi_label(pred: np.ndarray, true: np.ndarray, labels: list[str]) -> dict[
     }
 
 
-def _regression(pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
     """MAE, RMSE and R² (averaged over outputs)."""
     err = pred - true
     ss_res = (err**2).sum(0)

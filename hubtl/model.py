@@ -29,6 +29,7 @@ from .layout import (
     read_config,
     read_weights_header,
 )
+from .tasks import get_task
 from .version import __version__
 
 logger = logging.getLogger("hubtl")
@@ -50,7 +51,7 @@ class TransferModel(nn.Module):
         self.task = head.config.task
         self.labels = list(labels) if labels is not None else None
         self.threshold = threshold
-        if self.task != "regression" and (self.labels is None or len(self.labels) != head.config.num_outputs):
+        if get_task(self.task).uses_labels and (self.labels is None or len(self.labels) != head.config.num_outputs):
             raise ConfigError(f"A {self.task} model needs one label name per output ({head.config.num_outputs}).")
 
     @classmethod
@@ -66,14 +67,9 @@ class TransferModel(nn.Module):
         **backbone_kwargs: Any,
     ) -> TransferModel:
         """Wrap a registered backbone ('timm:resnet18', 'transformers:bert-base-uncased') with a new head."""
-        if task != "regression":
-            if not labels:
-                raise ConfigError(f"task={task!r} needs `labels`, the class names in order, e.g. labels=['ant', 'bee'].")
-            if len(set(labels)) != len(labels):
-                raise ConfigError(f"Label names must be unique; got {list(labels)}.")
-            num_outputs = len(labels)
-        elif num_outputs is None:
-            num_outputs = 1
+        task_type = get_task(task)
+        num_outputs = task_type.num_outputs(list(labels) if labels else None, num_outputs)
+        labels = labels if task_type.uses_labels else None
         if isinstance(backbone, str):
             backbone = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
         head = Head(HeadConfig(task, backbone.feature_dim, num_outputs, dropout=dropout, hidden_dim=hidden_dim))
@@ -111,18 +107,9 @@ class TransferModel(nn.Module):
 
     def predict(self, inputs: Any, batch_size: int = 32) -> list[dict[str, Any]]:
         """Predictions for raw inputs: label and score (classification), labels (multi-label) or value."""
-        scores = self.head.scores(self.logits(inputs, batch_size)).tolist()
-        return [self._decode(row) for row in scores]
-
-    def _decode(self, row: list[float]) -> dict[str, Any]:
-        """One prediction dict from one row of scores."""
-        if self.task == "regression":
-            return {"value": row[0] if len(row) == 1 else row}
-        named = {label: float(s) for label, s in zip(self.labels or [], row)}
-        if self.task == "multi_label":
-            return {"labels": [label for label, s in named.items() if s >= self.threshold], "scores": named}
-        best = max(range(len(row)), key=row.__getitem__)
-        return {"label": self.labels[best], "score": float(row[best]), "scores": named}
+        task = get_task(self.task)
+        scores = task.scores(self.logits(inputs, batch_size)).tolist()
+        return [task.decode(row, self.labels, self.threshold) for row in scores]
 
     def _run(self, inputs: Any, batch_size: int, module: nn.Module) -> torch.Tensor:
         """Preprocess raw inputs in batches and run `module` on them in eval mode."""

@@ -34,9 +34,10 @@ from .backbones.registry import get_plugin, split_backbone_name
 from .config import TrainingConfig, load_config
 from .data import TransferData, load_transfer_data, make_collate
 from .errors import ConfigError, HubtlError
-from .finetune import backbone_frozen, gradual_frozen_params, merge_lora, param_groups, prepare_model
-from .metrics import DEFAULT_METRIC, compute_metrics, is_better, metric_key
+from .metrics import is_better, metric_key
 from .model import TransferModel
+from .strategies import get_strategy
+from .tasks import get_task
 
 logger = logging.getLogger("hubtl")
 
@@ -117,6 +118,8 @@ class _Trainer:
         # (e.g. mixed_precision) in the same process; the process group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         self.cfg = cfg
+        self.task = get_task(cfg.task)
+        self.strategy = get_strategy(cfg.strategy)
         self.output_dir = Path(cfg.output_dir)
         self.checkpoints = self.output_dir / CHECKPOINTS_DIR
         tracker = self.tracker = _tracker(cfg.report_to)
@@ -250,8 +253,7 @@ class _Trainer:
             hidden_dim=cfg.head_hidden_dim,
             **cfg.backbone_kwargs,
         )
-        lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.lora_target_modules}
-        prepare_model(model, cfg.strategy, lora=lora)
+        self.strategy.prepare(model, cfg)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable.")
@@ -260,7 +262,7 @@ class _Trainer:
     def _use_feature_cache(self) -> bool:
         """Cache backbone features when the backbone is frozen and training transforms are deterministic."""
         cfg = self.cfg
-        if not backbone_frozen(cfg.strategy):
+        if not self.strategy.freezes_backbone:
             return False
         deterministic = self.model.preprocessor(train=cfg.augment).deterministic
         if not cfg.feature_cache:
@@ -299,7 +301,7 @@ class _Trainer:
             eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers,
             generator=torch.Generator().manual_seed(cfg.seed),  # evaluating never draws from the training RNG
         )
-        groups = param_groups(self.model, cfg.learning_rate, cfg.weight_decay, cfg.layer_decay, cfg.head_learning_rate)
+        groups = self.strategy.param_groups(self.model, cfg)
         if self.use_cache:
             head_params = {id(p) for p in self.model.head.parameters()}
             groups = [g for g in groups if all(id(p) in head_params for p in g["params"])]
@@ -318,7 +320,7 @@ class _Trainer:
             num_training_steps=self.total_steps,
         )
         acc.register_for_checkpointing(self.scheduler)
-        self.metric = metric_key(cfg.metric_for_best_model or DEFAULT_METRIC[cfg.task])
+        self.metric = metric_key(cfg.metric_for_best_model or self.task.default_metric)
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""
@@ -363,14 +365,14 @@ class _Trainer:
                 started, samples = time.time(), 0
                 self._reset_epoch_loss()
                 self._set_train_mode()
-                frozen = self._gradually_frozen()
+                frozen = self._frozen_this_epoch()
                 self.train_loader.set_epoch(state.epoch)
                 loader = (
                     acc.skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
                 )
                 for batch, targets in loader:
                     with acc.accumulate(self.module):
-                        loss = self.model.head.loss(self.module(batch), targets)
+                        loss = self.task.loss(self.module(batch), targets)
                         acc.backward(loss)
                         if acc.sync_gradients:
                             for p in frozen:
@@ -470,17 +472,15 @@ class _Trainer:
     def _set_train_mode(self) -> None:
         """Training mode, but a frozen backbone stays in eval mode (BatchNorm statistics and dropout frozen)."""
         self.module.train()
-        if backbone_frozen(self.cfg.strategy):
+        if self.strategy.freezes_backbone:
             self.model.backbone.eval()
 
-    def _gradually_frozen(self) -> list[nn.Parameter]:
-        """Parameters whose gradients are dropped this epoch under gradual unfreezing."""
-        if self.cfg.strategy != "gradual":
-            return []
-        every = self.cfg.gradual_unfreeze_epochs
-        groups = len(self.model.backbone.layer_groups())
-        self._log(f"Epoch {self.state.epoch + 1}: {min(groups, self.state.epoch // every)} of {groups} backbone groups unfrozen.")
-        return gradual_frozen_params(self.model, self.state.epoch, every)
+    def _frozen_this_epoch(self) -> list[nn.Parameter]:
+        """Parameters whose updates the strategy drops this epoch (gradual unfreezing)."""
+        note = self.strategy.epoch_note(self.model, self.state.epoch, self.cfg)
+        if note:
+            self._log(f"Epoch {self.state.epoch + 1}: {note}.")
+        return self.strategy.frozen_parameters(self.model, self.state.epoch, self.cfg)
 
     def _end_epoch(self, train_loss: float, seconds: float, samples: int) -> bool:
         """Evaluate, record metrics, keep the best weights, checkpoint; True when early stopping says stop."""
@@ -534,9 +534,9 @@ class _Trainer:
             all_targets.append(targets.cpu())
         self._set_train_mode()
         logits, targets = torch.cat(all_logits), torch.cat(all_targets)
-        loss = self.model.head.loss(logits, targets).item()
+        loss = self.task.loss(logits, targets).item()
         results = {"eval_loss": loss, "eval_samples": len(targets)}
-        results.update(compute_metrics(self.cfg.task, logits, targets, self.data.labels, self.model.threshold))
+        results.update(self.task.compute_metrics(logits, targets, self.data.labels, self.model.threshold))
         return results
 
     # ------------------------------------------------------------------ checkpoints
@@ -654,8 +654,7 @@ class _Trainer:
         best = _best_weights(self.checkpoints, state.best_epoch) if state.best_epoch else None
         if best is not None and best.is_file():
             load_model(self.model, str(best), device="cpu" if acc.device.type == "cpu" else str(acc.device))
-        if cfg.strategy == "lora":
-            merge_lora(self.model)
+        self.strategy.before_save(self.model)
         results = state.best_results or (dict(state.history[-1]) if state.history else {})
         if self.main:
             from .cards import write_model_card

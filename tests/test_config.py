@@ -10,7 +10,8 @@ import pytest
 from hubtl.config import TrainingConfig, apply_overrides, load_config
 from hubtl.data import DatasetConfig
 from hubtl.errors import ConfigError, HubtlError
-from hubtl.metrics import TASK_METRICS, metric_key
+from hubtl.metrics import metric_key
+from hubtl.tasks import get_task
 
 
 @pytest.fixture
@@ -190,7 +191,8 @@ def test_wrong_types(base: dict, key: str, value: str, expected: str) -> None:
         (["--learning_rate", "0"], r"learning_rate must be > 0"),
         (["--warmup_ratio", "1.5"], r"warmup_ratio must be in \[0, 1\)"),
         (["--mixed_precision", "fp8"], r"mixed_precision must be one of"),
-        (["--strategy", "lora"], r"lora works with transformers backbones"),
+        (["--strategy", "lora", "--lora_r", "0"], r"lora_r must be >= 1"),
+        (["--strategy", "gradual", "--gradual_unfreeze_epochs", "0"], r"gradual_unfreeze_epochs must be >= 1"),
         (["--strategy", "linear-probe"], r"strategy must be one of linear_probe, full, gradual, lora"),
         (["--task", "detection"], r"task must be one of"),
         (["--per_device_train_batch_size", "0"], r"per_device_train_batch_size must be >= 1"),
@@ -221,7 +223,7 @@ def test_lora_is_accepted_for_transformers_backbones(base: dict) -> None:
 @pytest.mark.parametrize("name", ["accuracy", "eval_accuracy", "f1_macro", "loss"])
 def test_metric_for_best_model_with_or_without_prefix(base: dict, name: str) -> None:
     cfg = load_config(base, ["--metric_for_best_model", name])
-    assert metric_key(cfg.metric_for_best_model) in TASK_METRICS["classification"]
+    assert metric_key(cfg.metric_for_best_model) in get_task("classification").metrics
 
 
 @pytest.mark.parametrize(("task", "name"), [("multi_label", "f1_micro"), ("multi_label", "exact_match"), ("regression", "r2")])

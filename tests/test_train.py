@@ -547,11 +547,11 @@ def test_tensorboard_logging(tiny_bert: str, texts: Path, tmp_path: Path) -> Non
 
 
 def test_classification_metrics_by_hand() -> None:
-    from hubtl.metrics import compute_metrics
+    from hubtl.tasks import get_task
 
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]])
     targets = torch.tensor([0, 1, 2, 2, 1])
-    m = compute_metrics("classification", logits, targets, ["a", "b", "c"])
+    m = get_task("classification").compute_metrics(logits, targets, ["a", "b", "c"])
     assert m["eval_accuracy"] == pytest.approx(3 / 5)
     assert m["eval_confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]  # rows: true, columns: predicted
     assert m["eval_per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
@@ -560,15 +560,15 @@ def test_classification_metrics_by_hand() -> None:
 
 
 def test_multi_label_and_regression_metrics_by_hand() -> None:
-    from hubtl.metrics import compute_metrics
+    from hubtl.tasks import get_task
 
     logits = torch.tensor([[5.0, -5.0], [5.0, 5.0], [-5.0, -5.0]])
     targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    m = compute_metrics("multi_label", logits, targets, ["x", "y"])
+    m = get_task("multi_label").compute_metrics(logits, targets, ["x", "y"])
     # x: tp 2, fp 0, fn 0 -> f1 1; y: tp 0, fp 1, fn 1 -> f1 0; micro: tp 2, fp 1, fn 1 -> 2/3
     assert m["eval_f1_micro"] == pytest.approx(2 / 3) and m["eval_f1_macro"] == pytest.approx(0.5)
     assert m["eval_exact_match"] == pytest.approx(1 / 3)
-    r = compute_metrics("regression", torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 3.0, 3.0]), None)
+    r = get_task("regression").compute_metrics(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 3.0, 3.0]), None)
     assert r["eval_mae"] == pytest.approx(2 / 3) and r["eval_rmse"] == pytest.approx((2 / 3) ** 0.5)
     assert r["eval_r2"] == pytest.approx(1 - 2 / (8 / 3))
 

@@ -37,6 +37,8 @@ class Backbone(nn.Module, abc.ABC):
 
     modality: str = "image"
     feature_dim: int = 0
+    #: attribute name of the submodule PEFT can wrap with LoRA adapters (a transformers model); None: no LoRA
+    lora_module: str | None = None
 
     @abc.abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -60,6 +60,7 @@ class TransformersBackbone(Backbone):
     """An `AutoModel` encoder pooled by its [CLS] token or a mask-aware mean."""
 
     modality = "text"
+    lora_module = "model"
 
     def __init__(self, model: nn.Module, tokenizer: Any, model_name: str, pooling: str, max_length: int | None) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,13 @@ T = TypeVar("T")
 
 #: Seconds to wait before each retry when the Hub cannot be reached.
 RETRY_DELAYS = (1.0, 2.0, 4.0)
+#: What a Hub repo ID looks like: 'name' or 'namespace/name' (huggingface_hub's own rule, without a request).
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """True when `text` has the form of a Hub repo ID ('name' or 'namespace/name'); nothing is looked up."""
+    return bool(_REPO_ID.match(text)) and ".." not in text and not text.endswith((".", "-"))
 
 
 def endpoint() -> str:

@@ -25,6 +25,7 @@ class SentenceTransformerBackbone(Backbone):
     """Transformer -> Pooling (modes from 1_Pooling/config.json) -> optional L2 Normalize."""
 
     modality = "text"
+    lora_module = "model"  # the transformers encoder: strategy lora wraps it with PEFT adapters
 
     def __init__(self, model: nn.Module, tokenizer: Any, model_name: str, config: SentenceTransformerConfig) -> None:
         super().__init__()

@@ -1,0 +1,222 @@
+"""Tasks: what a head learns (loss), how its outputs read (decoding), its targets, metrics and card wording.
+
+One `Task` subclass per task; the registry in this module is the only list of task names. A task
+added with `@register_task` (from any package) trains, evaluates, predicts and gets a card like the
+built-in ones:
+
+    @hubtl.tasks.register_task
+    class SmoothedClassification(hubtl.tasks.Classification):
+        name = "smoothed_classification"
+        def loss(self, logits, targets):
+            return torch.nn.functional.cross_entropy(logits, targets.long(), label_smoothing=0.1)
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from . import labels as label_values
+from .errors import ConfigError
+from .metrics import classification_metrics, multi_label_metrics, regression_metrics
+
+T = TypeVar("T", bound=type["Task"])
+
+
+class Task:
+    """The behaviour of one task; subclasses set the class attributes and override what differs."""
+
+    #: the config value (`task: ...`) and the name saved in config.json
+    name: ClassVar[str] = ""
+    #: True when the task predicts named labels (the model needs `labels`); False for numeric outputs
+    uses_labels: ClassVar[bool] = True
+    #: the scalar evaluation metrics `compute_metrics` returns (transformers-style `eval_` keys)
+    metrics: ClassVar[tuple[str, ...]] = ("eval_loss",)
+    #: the metric that picks the best model when the config names none
+    default_metric: ClassVar[str] = "eval_loss"
+    #: the Jinja2 template of the model card (in the top-level `model_cards/` folder)
+    card_template: ClassVar[str] = "classification.md.j2"
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch."""
+        raise NotImplementedError
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Head outputs turned into what predictions report (probabilities, or raw values)."""
+        return logits
+
+    def decode(self, row: list[float], labels: list[str] | None, threshold: float) -> dict[str, Any]:
+        """One prediction dict from one row of scores."""
+        raise NotImplementedError
+
+    def target_dtype(self) -> torch.dtype:
+        """dtype of the stacked targets a batch carries."""
+        return torch.float32
+
+    def encode_targets(
+        self, values: dict[str, list[Any]], labels: list[str] | None, feature_names: list[str] | None,
+        column: str, num_outputs: int, separator: str,
+    ) -> tuple[list[str] | None, dict[str, torch.Tensor]]:  # fmt: skip
+        """Class names (None without labels) and one target tensor per split, from the label column's values."""
+        raise NotImplementedError
+
+    def compute_metrics(
+        self, logits: torch.Tensor, targets: torch.Tensor, labels: list[str] | None, threshold: float = 0.5
+    ) -> dict[str, Any]:
+        """Every metric of the task on gathered logits and targets (eval_ keys, plus per-class figures)."""
+        raise NotImplementedError
+
+    def num_outputs(self, labels: list[str] | None, num_outputs: int | None) -> int:
+        """Width of the head for these labels (or the requested number of outputs)."""
+        if self.uses_labels:
+            if not labels:
+                raise ConfigError(f"task={self.name!r} needs `labels`, the class names in order, e.g. labels=['ant', 'bee'].")
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"Label names must be unique; got {list(labels)}.")
+            return len(labels)
+        return num_outputs or 1
+
+    def description(self, modality: str) -> str:
+        """A few words for the card: what kind of model this is."""
+        return f"{modality} {self.name.replace('_', ' ')}"
+
+    def pipeline_tag(self, modality: str) -> str | None:
+        """The Hub's pipeline tag for a model of this task and modality."""
+        return f"{modality}-classification" if modality in ("image", "text", "audio", "video") else None
+
+    def tags(self) -> list[str]:
+        """Extra Hub tags naming the task."""
+        return []
+
+
+class Classification(Task):
+    """One label per example: softmax over the labels, cross-entropy."""
+
+    name = "classification"
+    metrics = ("eval_loss", "eval_accuracy", "eval_f1_macro")
+    default_metric = "eval_accuracy"
+    card_template = "classification.md.j2"
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, targets.long())
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(-1)
+
+    def decode(self, row: list[float], labels: list[str] | None, threshold: float) -> dict[str, Any]:
+        names = labels or []
+        best = max(range(len(row)), key=row.__getitem__)
+        return {"label": names[best], "score": float(row[best]), "scores": dict(zip(names, map(float, row)))}
+
+    def target_dtype(self) -> torch.dtype:
+        return torch.long
+
+    def encode_targets(self, values, labels, feature_names, column, num_outputs, separator):  # noqa: D102
+        rows = {split: label_values.single_labels(v, column, split) for split, v in values.items()}
+        names, mapping = label_values.label_mapping(rows, labels, feature_names, column)
+        return names, {split: label_values.class_targets(r, mapping, len(names)) for split, r in rows.items()}
+
+    def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102
+        return classification_metrics(logits.float().argmax(-1).cpu().numpy(), targets.long().cpu().numpy(), labels or [])
+
+    def description(self, modality: str) -> str:
+        return f"single-label {modality} classification"
+
+
+class MultiLabel(Task):
+    """Any number of labels per example: a sigmoid per label, binary cross-entropy, a decision threshold."""
+
+    name = "multi_label"
+    metrics = ("eval_loss", "eval_f1_micro", "eval_f1_macro", "eval_exact_match")
+    default_metric = "eval_f1_macro"
+    card_template = "multi_label.md.j2"
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid()
+
+    def decode(self, row: list[float], labels: list[str] | None, threshold: float) -> dict[str, Any]:
+        named = dict(zip(labels or [], map(float, row)))
+        return {"labels": [label for label, s in named.items() if s >= threshold], "scores": named}
+
+    def encode_targets(self, values, labels, feature_names, column, num_outputs, separator):  # noqa: D102
+        rows = {split: label_values.label_lists(v, separator) for split, v in values.items()}
+        names, mapping = label_values.label_mapping(rows, labels, feature_names, column)
+        return names, {split: label_values.multi_hot(r, mapping, len(names)) for split, r in rows.items()}
+
+    def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102
+        predictions = (logits.float().sigmoid() >= threshold).long().cpu().numpy()
+        return multi_label_metrics(predictions, targets.long().cpu().numpy(), labels or [])
+
+    def description(self, modality: str) -> str:
+        return f"multi-label {modality} classification"
+
+    def tags(self) -> list[str]:
+        return ["multi-label-classification"]
+
+
+class Regression(Task):
+    """Numeric outputs: mean squared error, values reported as they are."""
+
+    name = "regression"
+    uses_labels = False
+    metrics = ("eval_loss", "eval_mae", "eval_rmse", "eval_r2")
+    default_metric = "eval_rmse"
+    card_template = "regression.md.j2"
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(logits, targets.to(logits.dtype).view_as(logits))
+
+    def decode(self, row: list[float], labels: list[str] | None, threshold: float) -> dict[str, Any]:
+        return {"value": row[0] if len(row) == 1 else row}
+
+    def encode_targets(self, values, labels, feature_names, column, num_outputs, separator):  # noqa: D102
+        if labels is not None:
+            raise ConfigError("labels apply to tasks with named labels only; leave them unset for regression.")
+        return None, {s: label_values.regression_targets(v, column, s, num_outputs) for s, v in values.items()}
+
+    def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102
+        pred = logits.float().cpu().numpy()
+        return regression_metrics(pred.reshape(len(pred), -1), targets.float().cpu().numpy().reshape(len(pred), -1))
+
+    def description(self, modality: str) -> str:
+        return f"{modality} regression"
+
+    def tags(self) -> list[str]:
+        return ["regression"]
+
+
+# The registry's only global state: tasks by name.
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: T) -> T:
+    """Class decorator adding a task under its `name` (timm-style); a later registration replaces an earlier one."""
+    instance = task() if isinstance(task, type) else task
+    if not isinstance(instance, Task) or not instance.name:
+        raise ConfigError(f"{task!r} is not a hubtl.tasks.Task subclass with a `name`; it cannot be registered.")
+    _TASKS[instance.name] = instance
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name`, or a ConfigError listing the known ones."""
+    if name not in _TASKS:
+        close = difflib.get_close_matches(str(name), list(_TASKS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown task {name!r}: task must be one of {', '.join(_TASKS)}.{hint}")
+    return _TASKS[name]
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks, built-in first."""
+    return list(_TASKS)
+
+
+for _builtin in (Classification, MultiLabel, Regression):
+    register_task(_builtin)
