@@ -351,3 +351,127 @@ def test_cli_card_prints_and_writes(image_dir: Path, capsys: pytest.CaptureFixtu
     printed = capsys.readouterr().out
     assert printed.startswith("---\n") and "# ants-bees" in printed
     assert (image_dir / "README.md").read_text().strip() == printed.strip()
+
+
+# --------------------------------------------------------------------------- wording from tasks and strategies
+
+
+def test_task_and_strategy_wording_come_from_their_registries(image_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubtl import strategies, tasks
+
+    class Ordinal(tasks.Classification):
+        name = "ordinal"
+        card_template = "regression.md.j2"
+
+        def description(self, modality: str) -> str:
+            return f"ordinal {modality} rating"
+
+        def pipeline_tag(self, modality: str) -> str | None:
+            return None
+
+        def tags(self) -> list[str]:
+            return ["ordinal-regression"]
+
+    class Warmup(strategies.Strategy):
+        name = "warmup_then_full"
+        description = "Warm-up first: the head alone, then everything."
+        config_keys = ("warmup_head_epochs",)
+
+    monkeypatch.setitem(tasks._TASKS, "ordinal", Ordinal())
+    monkeypatch.setitem(strategies._STRATEGIES, "warmup_then_full", Warmup())
+    config = json.loads((image_dir / "config.json").read_text())
+    (image_dir / "config.json").write_text(json.dumps({**config, "task": "ordinal"}))
+    write_record(image_dir, strategy="warmup_then_full", warmup_head_epochs=2, lora_r=8)
+    card = build_model_card(image_dir)
+    assert_complete(card.content)
+    assert "regression model for image inputs" in card.text  # the task's template
+    assert "| Task | ordinal image rating |" in card.text
+    assert card.data.pipeline_tag is None and "ordinal-regression" in card.data.tags
+    assert "image-classification" not in card.data.tags
+    assert {r.task_name for r in card.data.eval_results} == {"Ordinal image rating"}
+    assert "Warm-up first: the head alone, then everything." in card.text
+    assert "| `warmup_head_epochs` | 2 |" in card.text and "`lora_r`" not in card.text
+    assert "except those that only apply to other strategies (`lora`)" in card.text
+
+    write_record(image_dir, strategy="full", warmup_head_epochs=2)  # another strategy's key is left out
+    text = build_model_card(image_dir).text
+    assert "`warmup_head_epochs`" not in text and "(`warmup_then_full`)" in text
+
+
+def test_unregistered_task_and_strategy_still_render(image_dir: Path) -> None:
+    """A card is rendered from files on disk: names this hubtl does not know fall back, they never fail."""
+    config = json.loads((image_dir / "config.json").read_text())
+    (image_dir / "config.json").write_text(json.dumps({**config, "task": "from_a_newer_hubtl"}))
+    write_record(image_dir, strategy="from_a_plugin", lora_r=8, gradual_unfreeze_epochs=1)
+    card = build_model_card(image_dir)
+    assert_complete(card.content)
+    assert "A single-label image classifier" in card.text  # the classification template
+    assert "The `from_a_plugin` strategy." in card.text
+    assert "`lora_r`" not in card.text and "`gradual_unfreeze_epochs`" not in card.text
+    assert card.data.pipeline_tag == "image-classification"
+
+
+# --------------------------------------------------------------------------- rendered once per save or push
+
+
+@pytest.fixture
+def render_counts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many times the card and its plots were rendered (our own functions wrapped, nothing mocked)."""
+    import hubtl.cards.render as render
+
+    counts = {"card": 0, "plots": 0}
+    build, plots = render.build_model_card, render.write_plots
+
+    def counted_build(*args: Any, **kwargs: Any) -> Any:
+        counts["card"] += 1
+        return build(*args, **kwargs)
+
+    def counted_plots(*args: Any, **kwargs: Any) -> Any:
+        counts["plots"] += 1
+        return plots(*args, **kwargs)
+
+    monkeypatch.setattr(render, "build_model_card", counted_build)
+    monkeypatch.setattr(render, "write_plots", counted_plots)
+    return counts
+
+
+@pytest.fixture
+def local_hub(tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """hubtl's own Hub server on a loopback port, with a write token; this process's client talks to it."""
+    from hubtl.hub.server import running_server, use_endpoint
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    with running_server(tmp_path / "hub-root", token="write-token") as url, use_endpoint(url):
+        yield url
+
+
+def test_push_renders_the_card_once(local_hub: str, image_dir: Path, render_counts: dict[str, int]) -> None:
+    """`hubtl push`: the card and plots are rendered once for the repo, pushed, and that same card is kept locally."""
+    from hubtl.hub.push import push_output_dir
+
+    push_output_dir(image_dir, "me/once", token="write-token")
+    assert render_counts == {"card": 1, "plots": 1}
+    local = (image_dir / "README.md").read_text()
+    assert 'from_pretrained("me/once")' in local
+    assert ModelCard.load("me/once", token="write-token").content == local
+    assert (image_dir / CURVES_PNG).read_bytes().startswith(PNG_MAGIC)
+    assert (image_dir / CONFUSION_PNG).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_trainer_writes_the_card_for_the_repo_then_pushes_it_as_is(
+    local_hub: str, image_dir: Path, render_counts: dict[str, int]
+) -> None:
+    """What the trainer does: write the card once, naming the repo, then push the folder without rendering again."""
+    from hubtl.hub.push import push_output_dir
+
+    write_model_card(image_dir, repo_id="me/trained")
+    readme = image_dir / "README.md"
+    before = {p: ((image_dir / p).stat().st_ino, (image_dir / p).stat().st_mtime_ns)
+              for p in ("README.md", CURVES_PNG, CONFUSION_PNG)}
+    push_output_dir(image_dir, "me/trained", token="write-token", render_card=False)
+    assert render_counts == {"card": 1, "plots": 1}
+    after = {p: ((image_dir / p).stat().st_ino, (image_dir / p).stat().st_mtime_ns) for p in before}
+    assert after == before  # nothing in the output dir was rewritten
+    assert ModelCard.load("me/trained", token="write-token").content == readme.read_text()
+    assert 'from_pretrained("me/trained")' in readme.read_text()

@@ -30,14 +30,17 @@ def push_output_dir(
     revision: str | None = None,
     commit_message: str | None = None,
     token: str | None = None,
+    render_card: bool = True,
 ) -> str:
     """Upload a saved model directory to `repo_id` as one commit, with a model card naming the repo; return the commit URL.
 
-    The output dir itself is only changed after a successful upload: its generated README.md (never a hand-written
-    one) and plots are then refreshed to match what was pushed.
+    With `render_card` (the default, what `hubtl push` does) a generated README.md (never a hand-written one) and its
+    plots are rendered once for `repo_id`, uploaded, and only after a successful upload copied into the output dir.
+    With `render_card=False` the folder is uploaded as it is: for a caller that has just written the card for this
+    repo with `write_model_card(output_dir, repo_id=repo_id)` (the trainer), so nothing is rendered twice.
     """
-    from ..cards import README_NAME, is_generated_card, write_model_card
-    from ..layout import CONFIG_NAME, WEIGHTS_NAME, read_config
+    from ..cards import CARD_FILES, README_NAME, is_generated_card, write_model_card
+    from ..layout import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_config
 
     validate_repo_id(repo_id)
     directory = Path(output_dir).expanduser()
@@ -50,17 +53,21 @@ def push_output_dir(
     generated = not readme.is_file() or is_generated_card(readme)
     if not generated:
         logger.info("%s was written by hand; pushing it unchanged.", readme)
+    render = render_card and generated
     with tempfile.TemporaryDirectory(prefix="hubtl-push-") as tmp:
         staging = Path(tmp) / directory.resolve().name
         _stage(directory, staging)
-        if generated:
+        if render:
             write_model_card(staging, repo_id=repo_id, force=True)
         url = _upload(staging, repo_id, private, revision, commit_message, token)
-    if generated:
-        try:
-            write_model_card(directory, repo_id=repo_id, force=True)
-        except OSError as err:  # the push succeeded; a read-only output dir only misses the refreshed card
-            logger.warning("Pushed, but could not refresh %s: %s", readme, err)
+        if render:  # the files just rendered in staging (links replaced by real files) become the output dir's own
+            try:
+                for name in CARD_FILES:
+                    staged = staging / name
+                    if staged.is_file() and not staged.is_symlink():
+                        atomic_write(directory / name, staged.read_bytes())
+            except OSError as err:  # the push succeeded; a read-only output dir only misses the refreshed card
+                logger.warning("Pushed, but could not refresh %s: %s", readme, err)
     return url
 
 

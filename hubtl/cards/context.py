@@ -1,0 +1,340 @@
+"""What a card says, as template variables: one builder per section, from config.json, the weights and the record."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..hub.client import looks_like_repo_id
+from ..layout import WEIGHTS_NAME, TrainingRecord, library_versions
+from ..strategies import Strategy, get_strategy, list_strategies, strategy_config_keys
+from ..tasks import Task, get_task
+from ..version import __version__
+from .formatting import EPOCH_COLUMNS, is_number, main_metric, metric_name, number, value_text
+from .plots import CONFUSION_PNG, CURVES_PNG
+
+logger = logging.getLogger("hubtl")
+
+#: Inputs of the usage snippet of text models.
+EXAMPLE_TEXTS = ("A first text to classify.", "And a second, quite different one.")
+#: Dataset paths that name a local builder or local files, never a Hub dataset.
+_LOCAL_BUILDERS = {"csv", "tsv", "json", "parquet", "text", "imagefolder", "audiofolder", "arrow", "webdataset"}
+_DATA_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".txt", ".arrow", ".zip", ".tar")
+
+
+def card_task(name: str) -> Task:
+    """The registered task `name`; a task this hubtl does not know still gets a card (the base task's wording)."""
+    try:
+        return get_task(name)
+    except ConfigError:
+        logger.warning("Task %r is not registered in this hubtl; its card uses the generic task wording.", name)
+        return type("UnregisteredTask", (Task,), {"name": str(name), "__doc__": "A task not registered here."})()
+
+
+def build_context(
+    directory: Path, config: dict[str, Any], record: TrainingRecord, repo_id: str | None, task: Task
+) -> dict[str, Any]:
+    """Everything the templates show, computed from config.json, the weights and the training record."""
+    modality = config.get("modality") or "unknown"
+    id2label = config.get("id2label") or {}
+    labels = [id2label[str(i)] for i in range(len(id2label))]
+    backbone = _backbone(config["backbone"], record.config)
+    main_key = main_metric(record)
+    strategy = _strategy(record)
+    hyperparameters, hidden_for = _hyperparameters(record.config, strategy and strategy["name"])
+    return {
+        "model_name": repo_id.split("/")[-1] if repo_id else directory.resolve().name,
+        "repo_id": repo_id,
+        "load_id": repo_id or str(directory.resolve()),
+        "task": config["task"],
+        "task_phrase": task.description(modality),
+        "modality": modality,
+        "labels": labels,
+        "num_outputs": config.get("head", {}).get("num_outputs", len(labels) or 1),
+        "threshold": config.get("threshold", 0.5),
+        "backbone": backbone,
+        "head": config.get("head", {}),
+        "parameters": _parameter_counts(directory),
+        "preprocessing": [(k, value_text(v)) for k, v in sorted((config.get("preprocessing") or {}).items()) if k != "type"],
+        "trained": record.exists,
+        "hyperparameters": hyperparameters,
+        "hidden_for": hidden_for,
+        "strategy": strategy,
+        "run": _run(record),
+        "data": _data(record, modality),
+        "epochs": _epochs(record, main_key),
+        "final": _final(record.eval_results),
+        "main_metric": metric_name(main_key) if main_key else None,
+        "plots": {
+            "curves": CURVES_PNG if (directory / CURVES_PNG).is_file() else None,
+            "confusion": CONFUSION_PNG if (directory / CONFUSION_PNG).is_file() else None,
+        },
+        "license": record.config.get("license"),
+        "install": " ".join(dict.fromkeys(["hubtl", backbone["package"] or "hubtl"])),
+        "versions": _versions(config, record),
+        "saved_with": config.get("hubtl_version") or "an unknown version",
+        "example_texts": EXAMPLE_TEXTS,
+    }
+
+
+# --------------------------------------------------------------------------- model details
+
+
+def _backbone(spec: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:
+    """The backbone's name, provider and origin of its weights, with the Hub ID of its base model when there is one."""
+    plugin, name = spec.get("plugin", "unknown"), str(spec.get("name", "unknown"))
+    kwargs = dict(train_config.get("backbone_kwargs") or {})
+    pretrained = train_config.get("pretrained", spec.get("pretrained"))
+    local = name.startswith(("/", ".", "~")) or os.path.isdir(os.path.expanduser(name))
+    base_model, origin = None, None
+    if pretrained is None:
+        origin = (
+            "Not recorded: the model was saved without hubtl's training record, so whether the backbone started from "
+            "pretrained weights is unknown."
+        )
+    elif not pretrained:
+        origin = "random initialisation (`pretrained: false`): the backbone started from no pretrained weights."
+    elif kwargs.get("checkpoint_path"):
+        origin = f"a local checkpoint file, `{Path(str(kwargs['checkpoint_path'])).name}` (not on the Hub, so no `base_model`)."
+    elif local:
+        origin = f"the local directory `{name}` (not a Hub ID, so the card sets no `base_model`)."
+    elif plugin == "timm":
+        base_model = _timm_hub_id(name)
+        origin = (
+            f"timm's pretrained weights [{base_model}](https://huggingface.co/{base_model})."
+            if base_model
+            else f"timm's pretrained weights for `{name}` (timm knows no Hub repo for them, so no `base_model`)."
+        )
+    elif "/" in name and looks_like_repo_id(name):
+        base_model = name
+        origin = f"[{name}](https://huggingface.co/{name}) on the Hugging Face Hub."
+    else:
+        origin = f"pretrained weights provided by the `{plugin}` plugin for `{name}`."
+    return {
+        "plugin": plugin,
+        "name": name,
+        "display": f"{plugin}:{name}",
+        "package": spec.get("package") or "hubtl",
+        "kwargs": [(k, value_text(v)) for k, v in sorted((spec.get("kwargs") or {}).items())],
+        "base_model": base_model,
+        "origin": origin,
+    }
+
+
+def _timm_hub_id(name: str) -> str | None:
+    """The Hub repo of timm's default pretrained weights for a model name (with or without a tag)."""
+    try:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - an unknown name or an old timm just means no Hub ID
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return hub_id or None
+
+
+def _parameter_counts(directory: Path) -> dict[str, int] | None:
+    """Parameters in model.safetensors, in all and in the head, read from its header only."""
+    from safetensors import safe_open
+
+    path = directory / WEIGHTS_NAME
+    if not path.is_file():
+        return None
+    total = head = 0
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            count = math.prod(f.get_slice(key).get_shape())
+            total += count
+            head += count if key.startswith("head.") else 0
+    return {"total": total, "head": head, "backbone": total - head}
+
+
+# --------------------------------------------------------------------------- training procedure
+
+
+def _registered_strategy(name: str) -> Strategy | None:
+    """The registered strategy `name`, or None for one this hubtl does not know (a card still renders)."""
+    try:
+        return get_strategy(name)
+    except ConfigError:
+        return None
+
+
+def _strategy(record: TrainingRecord) -> dict[str, Any] | None:
+    """The fine-tuning strategy's name and what it did, with layer-wise learning-rate decay when used."""
+    name = record.config.get("strategy") or record.summary.get("strategy")
+    if not name:
+        return None
+    known = _registered_strategy(str(name))
+    decay = record.config.get("layer_decay")
+    return {
+        "name": name,
+        "description": known.description if known is not None and known.description else f"The `{name}` strategy.",
+        "freezes_backbone": bool(known is not None and known.freezes_backbone),
+        "layer_decay": decay if decay not in (None, 1, 1.0) else None,
+        "feature_cache": record.summary.get("feature_cache"),
+    }
+
+
+def _hyperparameters(train_config: dict[str, Any], strategy: str | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """Every key of the resolved training config, nested keys dotted, values as text, except the keys only other
+    strategies read; also the names of the strategies whose keys were left out."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and prefix != "backbone_kwargs":
+            for key in value:
+                walk(f"{prefix}.{key}" if prefix else str(key), value[key])
+        else:
+            rows.append((prefix, value_text(value)))
+
+    walk("", train_config)
+    if strategy is None:
+        return rows, []
+    known = _registered_strategy(str(strategy))
+    hidden = strategy_config_keys() - set(known.config_keys if known is not None else ())
+    kept = [(key, value) for key, value in rows if key.split(".", 1)[0] not in hidden]
+    left_out = {key.split(".", 1)[0] for key, _ in rows} & hidden
+    owners = [name for name in list_strategies() if left_out & set(get_strategy(name).config_keys)]
+    return kept, owners
+
+
+def _run(record: TrainingRecord) -> list[tuple[str, str]]:
+    """How the training ran: steps, time, processes, precision, best epoch (summary.json)."""
+    summary = record.summary
+    rows = [
+        ("Optimizer steps", summary.get("total_steps")),
+        ("Best epoch", summary.get("best_epoch")),
+        ("Selected by", metric_name(str(summary["metric_for_best_model"])) if summary.get("metric_for_best_model") else None),
+        ("Runtime", _runtime(summary)),
+        ("Processes", summary.get("world_size")),
+        ("Mixed precision", summary.get("mixed_precision")),
+    ]
+    return [(name, value_text(value)) for name, value in rows if value is not None]
+
+
+def _runtime(summary: dict[str, Any]) -> str | None:
+    """Training-loop time, plus the set-up (data, model, feature cache) when the record has it."""
+    loop, setup = summary.get("runtime_s"), summary.get("setup_s")
+    if not isinstance(loop, (int, float)):
+        return None
+    if isinstance(setup, (int, float)):
+        return f"{loop:.1f} s training loop, after {setup:.1f} s set-up (data, model, feature cache)"
+    return f"{loop:.1f} s training loop"
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def _data(record: TrainingRecord, modality: str) -> dict[str, Any] | None:
+    """Where the training data came from and how much of it was used."""
+    dataset = record.config.get("dataset") or {}
+    path = dataset.get("path") or record.summary.get("dataset")
+    if not path and not record.summary:
+        return None
+    path = str(path) if path else None
+    hub_id = path if path and _is_hub_dataset(path, dataset) else None
+    skipped = list(record.summary.get("skipped_files") or [])
+    return {
+        "path": path,
+        "hub_id": hub_id,
+        "name": dataset.get("name") or record.summary.get("dataset_name"),
+        "train_split": dataset.get("train_split"),
+        "eval_split": dataset.get("eval_split"),
+        "train_samples": record.summary.get("train_samples"),
+        "eval_samples": record.summary.get("eval_samples", record.eval_results.get("eval_samples")),
+        "skipped": len(skipped) if skipped or modality == "image" else None,
+        "skipped_preview": [str(s) for s in skipped[:10]],
+        "columns": [
+            (key, dataset[key]) for key in ("image_column", "text_column", "label_column") if dataset.get(key)
+        ],
+        "label": Path(path).name if path and not hub_id else hub_id,
+    }
+
+
+def _is_hub_dataset(path: str, dataset: dict[str, Any]) -> bool:
+    """True when a dataset path names a Hub dataset rather than local files."""
+    if dataset.get("data_files") or path in _LOCAL_BUILDERS or path.lower().endswith(_DATA_EXTENSIONS):
+        return False
+    return looks_like_repo_id(path) and not os.path.exists(os.path.expanduser(path))
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _epochs(record: TrainingRecord, main_key: str | None) -> dict[str, Any] | None:
+    """The per-epoch table: a header and one row of formatted cells per epoch."""
+    if not record.metrics:
+        return None
+    keys: list[str] = []
+    for row in record.metrics:
+        keys += [k for k in row if k not in keys and k != "eval_samples" and is_number(row[k])]
+    first = [k for k in ("epoch", "step", "train_loss", "eval_loss") if k in keys]
+    evals = sorted((k for k in keys if k.startswith("eval_") and k not in first), key=lambda k: (k != main_key, k))
+    rest = [k for k in keys if k not in first and k not in evals]
+    columns = first + evals + rest
+    best = record.summary.get("best_epoch")
+    rows = []
+    for row in record.metrics:
+        cells = [number(row.get(k), k) for k in columns]
+        if best is not None and row.get("epoch") == best and "epoch" in columns:
+            cells[columns.index("epoch")] += " (best)"
+        rows.append(cells)
+    header = [EPOCH_COLUMNS.get(k) or metric_name(k) for k in columns]
+    return {"header": header, "rows": rows, "best": best}
+
+
+def _final(eval_results: dict[str, Any]) -> dict[str, Any] | None:
+    """The final evaluation: overall metrics, per-class figures and the confusion matrix, formatted."""
+    if not eval_results:
+        return None
+    metrics = [
+        (metric_name(k), number(v, k))
+        for k, v in eval_results.items()
+        if k.startswith("eval_") and k not in ("eval_samples", "eval_per_class", "eval_confusion_matrix") and is_number(v)
+    ]
+    per_class = [
+        {
+            "label": str(label),
+            **{m: number(figures.get(m), m) for m in ("precision", "recall", "f1")},
+            "support": number(figures.get("support"), "support"),
+        }
+        for label, figures in (eval_results.get("eval_per_class") or {}).items()
+        if isinstance(figures, dict)
+    ]
+    matrix = eval_results.get("eval_confusion_matrix")
+    labels = [str(label) for label in eval_results.get("labels") or []]
+    confusion = None
+    if matrix and labels and len(matrix) == len(labels) and len(labels) <= 20:
+        confusion = {"labels": labels, "rows": [[str(int(c)) for c in row] for row in matrix]}
+    return {
+        "metrics": metrics,
+        "samples": eval_results.get("eval_samples"),
+        "epoch": eval_results.get("epoch"),
+        "per_class": per_class,
+        "confusion": confusion,
+    }
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def _versions(config: dict[str, Any], record: TrainingRecord) -> list[tuple[str, str]]:
+    """Library versions that trained the model (summary.json), else those that saved it and render this card."""
+    versions = record.summary.get("versions") or {}
+    if versions:
+        return [(name, str(v)) for name, v in versions.items() if v is not None]
+    here = library_versions()
+    here.pop("hubtl", None)
+    python = here.pop("python", platform.python_version())
+    return [
+        ("hubtl (saved the model)", str(config.get("hubtl_version") or "unknown")),
+        ("hubtl (wrote this card)", __version__),
+        *here.items(),
+        ("python", python),
+    ]
