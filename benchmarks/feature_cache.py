@@ -59,6 +59,11 @@ def run(ctx: Context) -> list[Row]:
     ]
 
 
+#: The trainer's phases (summary.json `phase_seconds`) as the report names them.
+PHASES = {"data": "data loading + image check", "model": "model", "features": "feature pass",
+          "loop": "epochs (train+eval+checkpoints)", "save": "final save + card"}
+
+
 def _workers(ctx: Context) -> int:
     return min(2, ctx.cores) if ctx.device == "cpu" else max(2, min(8, ctx.cores - 2))
 
@@ -77,7 +82,6 @@ def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, 
     import hubtl.backbones.timm  # noqa: F401
     from hubtl.train import train
 
-    parts = _time_phases()
     dataset: dict[str, Any] = {"path": f"{data}/hymenoptera"}
     if max_train:
         dataset["max_train_samples"] = max_train
@@ -95,31 +99,7 @@ def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, 
     summary = json.loads((Path(result.output_dir) / "training" / "summary.json").read_text())
     if summary.get("feature_cache") != cache:
         raise RuntimeError(f"feature_cache was {summary.get('feature_cache')} in a run that asked for {cache}")
+    phases = summary.get("phase_seconds", {})  # the trainer times its own phases
+    parts = {PHASES.get(name, name): seconds for name, seconds in phases.items()}
     return {"train_s": train_s, "runtime_s": summary["runtime_s"], "epochs": len(result.metrics),
             "epoch_s": [m["epoch_time_s"] for m in result.metrics], "parts": parts}
-
-
-def _time_phases() -> dict[str, float]:
-    """Accumulate the wall time of the phases of `_Trainer.run` (wrapping its methods in this process only)."""
-    import functools
-
-    from hubtl.train import _Trainer
-
-    parts: dict[str, float] = {}
-    phases = {"_load_data": "data loading + image check", "_build_model": "model", "_cached_features": "feature pass",
-              "_loop": "epochs (train+eval+checkpoints)", "_finish": "final save + card"}
-    for method, label in phases.items():
-        original = getattr(_Trainer, method, None)
-        if original is None:  # hubtl's internals moved on: time the whole run only
-            continue
-
-        @functools.wraps(original)
-        def timed(self: Any, *args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return _original(self, *args, **kwargs)
-            finally:
-                parts[_label] = parts.get(_label, 0.0) + time.perf_counter() - started
-
-        setattr(_Trainer, method, timed)
-    return parts

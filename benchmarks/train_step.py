@@ -1,7 +1,7 @@
 """1. Training-step throughput: hubtl's training loop vs a minimal hand-written Accelerate loop.
 
 Same model, same pre-made tensors, same batch size, optimizer (AdamW), schedule (linear decay) and
-gradient clipping (1.0, hubtl's default). The hubtl side is hubtl's real `_Trainer` (Accelerator,
+gradient clipping (1.0, hubtl's default). The hubtl side is hubtl's real `hubtl.Trainer` (Accelerator,
 prepare, accumulate, backward, clip, scheduler, per-epoch evaluation and checkpoints) with only the
 data source replaced: its DataLoader reads the same tensors through a stacking preprocessor
 instead of decoding files, so the number isolates the training step from data loading (item 2
@@ -107,28 +107,21 @@ class _Stack:
 
 def hubtl_side(variant: str, work: str, data: str, out: str, model: str, size: int, n: int, batch: int, epochs: int,
                mixed_precision: str) -> dict[str, Any]:
-    """hubtl's training loop (`_Trainer.run`) over the pre-made tensors."""
-    from hubtl.config import TrainingConfig
-    from hubtl.data import TransferData
-    from hubtl.train import _Trainer
+    """hubtl's training loop (`hubtl.Trainer.run`) over the pre-made tensors."""
+    import hubtl
 
     from . import fixtures
 
     train_set, backbone, backbone_kwargs = _dataset(variant, work, data, model, size, n)
     eval_set = fixtures.PairDataset(*_head(train_set, batch))
     stack = _Stack()
+    built = hubtl.TransferModel.from_backbone(backbone, labels=fixtures.LABELS, pretrained=variant != "timm",
+                                              **backbone_kwargs)
+    built.backbone.preprocessor = lambda train=False: stack  # tensors in, no decoding
+    tensors = hubtl.TransferData(train=train_set, eval=eval_set, labels=fixtures.LABELS,
+                                 modality="image" if variant == "timm" else "text", skipped=[])
 
-    class TensorTrainer(_Trainer):
-        def _load_data(self) -> TransferData:
-            return TransferData(train=train_set, eval=eval_set, labels=fixtures.LABELS,
-                                modality="image" if variant == "timm" else "text", skipped=[])
-
-        def _build_model(self) -> Any:
-            built = super()._build_model()
-            built.backbone.preprocessor = lambda train=False: stack  # tensors in, no decoding
-            return built
-
-    cfg = TrainingConfig.from_dict({
+    cfg = hubtl.TrainingConfig.from_dict({
         "backbone": backbone, "pretrained": variant != "timm", "backbone_kwargs": backbone_kwargs,
         "dataset": {"path": "pre-made tensors"}, "labels": fixtures.LABELS, "strategy": "full",
         "num_train_epochs": epochs, "per_device_train_batch_size": batch, "per_device_eval_batch_size": batch,
@@ -136,7 +129,7 @@ def hubtl_side(variant: str, work: str, data: str, out: str, model: str, size: i
         "output_dir": out, "overwrite_output_dir": True, "report_to": "none", "seed": 0,
     })
     started = time.perf_counter()
-    result = TensorTrainer(cfg).run()
+    result = hubtl.Trainer(cfg, data=tensors, model=built).run()
     return {
         "rates": [m["train_samples_per_second"] for m in result.metrics],
         "epoch_s": [m["epoch_time_s"] for m in result.metrics],

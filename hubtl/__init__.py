@@ -26,6 +26,22 @@ from .errors import (  # noqa: E402
 from .heads import Head, HeadConfig  # noqa: E402
 from .images import load_image  # noqa: E402
 from .model import TransferModel  # noqa: E402
+from .strategies import Strategy, get_strategy, list_strategies, register_strategy  # noqa: E402
+from .tasks import Task, get_task, list_tasks, register_task  # noqa: E402
+
+#: Public names imported on first use (training pulls in accelerate and datasets; loading a model must not).
+_LAZY = {
+    "ImagePreprocessor": ".backbones.timm",
+    "TextPreprocessor": ".backbones.transformers",
+    "check_transformers_files": ".backbones.transformers",
+    "encoder_layer_groups": ".backbones.transformers",
+    "Trainer": ".training",
+    "TrainResult": ".training",
+    "TrainingConfig": ".config",
+    "load_config": ".config",
+    "DatasetConfig": ".data",
+    "TransferData": ".data",
+}
 
 __all__ = [
     "Backbone",
@@ -45,7 +61,21 @@ __all__ = [
     "Preprocessor",
     "TransferModel",
     "__version__",
+    "DatasetConfig",
     "ImagePreprocessor",
+    "Strategy",
+    "Task",
+    "TrainResult",
+    "Trainer",
+    "TrainingConfig",
+    "TransferData",
+    "get_strategy",
+    "get_task",
+    "list_strategies",
+    "list_tasks",
+    "load_config",
+    "register_strategy",
+    "register_task",
     "TextPreprocessor",
     "create_backbone",
     "check_transformers_files",
@@ -59,21 +89,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Import the built-in preprocessors and encoder grouping on first use, so text-only users never import timm."""
-    if name == "ImagePreprocessor":
-        from .backbones.timm import ImagePreprocessor
+    """Import the names in `_LAZY` on first use, so text-only users never import timm and predict never imports datasets."""
+    if name in _LAZY:
+        import importlib
 
-        return ImagePreprocessor
-    if name == "TextPreprocessor":
-        from .backbones.transformers import TextPreprocessor
-
-        return TextPreprocessor
-    if name == "check_transformers_files":
-        from .backbones.transformers import check_transformers_files
-
-        return check_transformers_files
-    if name == "encoder_layer_groups":
-        from .backbones.transformers import encoder_layer_groups
-
-        return encoder_layer_groups
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'hubtl' has no attribute {name!r}")

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from hubtl.errors import ConfigError, DataError, HubtlError
 from hubtl.model import TransferModel
-from hubtl.train import _Trainer, train
+from hubtl.training import Trainer, train
 
 from conftest import TINY_TIMM
 
@@ -121,15 +121,15 @@ def _timm(images: Path, out: Path, **values: Any) -> dict[str, Any]:
 def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Records the model right after it is built (initial weights, trainable names) and the optimizer groups."""
     record: dict[str, Any] = {}
-    build_model, build_loop = _Trainer._build_model, _Trainer._build_loop
+    build_model, build_loop = Trainer._build_model, Trainer._build_loop
 
-    def built_model(self: _Trainer) -> TransferModel:
+    def built_model(self: Trainer) -> TransferModel:
         model = build_model(self)
         record["initial"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         record["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
         return model
 
-    def built_loop(self: _Trainer) -> None:
+    def built_loop(self: Trainer) -> None:
         build_loop(self)
         names = {id(p): n for n, p in self.model.named_parameters()}
         record["groups"] = [
@@ -138,8 +138,8 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         ]
         record["num_layer_groups"] = len(self.model.backbone.layer_groups())
 
-    monkeypatch.setattr(_Trainer, "_build_model", built_model)
-    monkeypatch.setattr(_Trainer, "_build_loop", built_loop)
+    monkeypatch.setattr(Trainer, "_build_model", built_model)
+    monkeypatch.setattr(Trainer, "_build_loop", built_loop)
     return record
 
 
@@ -758,7 +758,7 @@ def test_a_full_disk_before_any_checkpoint_says_to_rerun(images: Path, small_dis
 def test_only_disk_full_errors_become_disk_full_errors(tmp_path: Path) -> None:
     import errno
 
-    from hubtl.train import _is_disk_full
+    from hubtl.training.disk import is_disk_full as _is_disk_full
 
     assert _is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path, 1)
     assert _is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path, 1)

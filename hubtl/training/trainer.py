@@ -1,0 +1,576 @@
+"""The trainer: one fine-tuning run on Accelerate, from a config to a saved model folder (and the Hub).
+
+It reads top to bottom like Accelerate's `examples/nlp_example.py`: seed, data, model (the strategy
+decides what trains), optimizer and scheduler, `accelerator.prepare`, then epochs of
+accumulate / backward / clip / step with `gather_for_metrics` evaluation, checkpoints through
+`save_state` / `load_state`, and the final save. The task gives the loss and metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..backbones.registry import get_plugin, split_backbone_name
+from ..config import TrainingConfig, load_config
+from ..data import TransferData, load_transfer_data, make_collate
+from ..errors import ConfigError, HubtlError
+from ..layout import TRAINING_DIR, TrainingRecord, library_versions
+from ..metrics import is_better, metric_key
+from ..model import TransferModel
+from ..strategies import get_strategy
+from ..tasks import get_task
+from .checkpoints import Checkpoints, TrainerState
+from .disk import tensor_bytes
+from .feature_cache import FeatureHead, cache_decision, compute_features, feature_collate
+
+logger = logging.getLogger("hubtl")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the saved model directory, the final evaluation, per-epoch metrics."""
+
+    output_dir: Path
+    eval_results: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    interrupted: bool = False
+
+
+def train(config: TrainingConfig | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> TrainResult:
+    """Run one fine-tuning job from a config (object, dict or YAML path) and return what it produced."""
+    if isinstance(config, TrainingConfig):
+        cfg = load_config(config.to_dict(), overrides) if overrides else config
+    else:
+        cfg = load_config(config, overrides)
+    return Trainer(cfg).run()
+
+
+class Trainer:
+    """One run: data, model, optimizer, epochs, checkpoints, the output folder.
+
+    `data` and `model` replace what the config describes (e.g. pre-made tensors, a model built in code);
+    the config's strategy is still applied to the model.
+    """
+
+    def __init__(self, config: TrainingConfig, data: TransferData | None = None, model: TransferModel | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DataLoaderConfiguration
+
+        # AcceleratorState is a per-process singleton that refuses a second run with other settings
+        # (e.g. mixed_precision) in the same process; the process group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        self.cfg = cfg = config
+        self.task = get_task(cfg.task)
+        self.strategy = get_strategy(cfg.strategy)
+        self.output_dir = Path(cfg.output_dir)
+        self.tracker = _tracker(cfg.report_to)
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            log_with=self.tracker,
+            project_dir=str(self.output_dir / TRAINING_DIR) if self.tracker else None,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        self.main = self.accelerator.is_main_process
+        self.checkpoints = Checkpoints(self.output_dir, self.accelerator, cfg.save_total_limit)
+        self.state = TrainerState()
+        self.phases: dict[str, float] = {}
+        self._given_data, self._given_model = data, model
+        self._stop_requested = False  # set by the first Ctrl-C (SIGINT) or SIGTERM during the loop
+        self._saved_step: int | None = None  # global step of the latest checkpoint written by this run
+        self._reset_epoch_loss()
+
+    # ------------------------------------------------------------------ the run, top to bottom
+
+    def run(self) -> TrainResult:
+        """The whole run; Ctrl-C saves a checkpoint and returns with `interrupted` set."""
+        from accelerate.utils import set_seed
+
+        cfg = self.cfg
+        started = time.time()
+        resume_dir = self.checkpoints.resume_point(cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+        stale = self.checkpoints.remove_stale_staging()
+        if stale:
+            self._log(f"Removed {len(stale)} staging folder(s) left by an interrupted run: {', '.join(map(str, stale))}.")
+        set_seed(cfg.seed)
+        with self._phase("data"):
+            self.data = self._load_data()
+        with self._phase("model"):
+            self.model = self._build_model()
+        self.use_cache = self._use_feature_cache()
+        self._build_loop()
+        if resume_dir is not None:
+            self._resume(resume_dir)
+        if self.main:
+            record = TrainingRecord(config=cfg.to_dict())
+            with self.checkpoints.disk_full("the training record", self.output_dir / TRAINING_DIR, 1 << 16):
+                record.write(self.output_dir, parts=("config",))
+        if self.tracker:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
+            self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
+        loop_started = time.time()
+        self.setup_seconds = loop_started - started
+        try:
+            with self._deferred_interrupts():
+                interrupted = self._loop()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a checkpoint of this step
+            self._log(
+                f"Stopped at once (second interrupt). Rerun the same command with --resume to continue from the "
+                f"latest checkpoint in {self.checkpoints.directory}."
+            )
+            return self._stopped()
+        if interrupted:
+            self._log(
+                f"Interrupted at step {self.state.global_step}: saved checkpoint-{self.state.global_step} in "
+                f"{self.checkpoints.directory}. Resume with `--resume` (rerun the same command with --resume)."
+            )
+            return self._stopped()
+        self.phases["loop"] = time.time() - loop_started
+        result = self._finish(self.phases["loop"])
+        self.accelerator.end_training()
+        return result
+
+    def _load_data(self) -> TransferData:
+        """Load and check the dataset before any training starts (main process first, for the datasets cache)."""
+        cfg = self.cfg
+        if self._given_data is not None:
+            return self._given_data
+        plugin_name, _ = split_backbone_name(cfg.backbone)
+        modality = get_plugin(plugin_name).modality
+        with self.accelerator.main_process_first():
+            data = load_transfer_data(
+                cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs,
+                seed=cfg.seed, strict=cfg.strict,
+            )  # fmt: skip
+        self._log(f"Data: {len(data.train)} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
+        return data
+
+    def _build_model(self) -> TransferModel:
+        """Create the backbone with its new head, then let the strategy decide what trains."""
+        cfg = self.cfg
+        model = self._given_model or TransferModel.from_backbone(
+            cfg.backbone, labels=self.data.labels, task=cfg.task, pretrained=cfg.pretrained, num_outputs=cfg.num_outputs,
+            dropout=cfg.head_dropout, hidden_dim=cfg.head_hidden_dim, **cfg.backbone_kwargs,
+        )  # fmt: skip
+        self.strategy.prepare(model, cfg)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable.")
+        return model
+
+    def _use_feature_cache(self) -> bool:
+        """Cache backbone features when the strategy freezes the backbone and training transforms are deterministic."""
+        deterministic = self.model.preprocessor(train=self.cfg.augment).deterministic
+        use, message = cache_decision(self.strategy.freezes_backbone, self.cfg.feature_cache, deterministic)
+        if message:
+            self._log(message)
+        return use
+
+    def _build_loop(self) -> None:
+        """DataLoaders, optimizer and scheduler, prepared by Accelerate."""
+        from transformers import get_scheduler
+
+        cfg, acc = self.cfg, self.accelerator
+        if self.use_cache:
+            with self._phase("features"):
+                self.model.to(acc.device)
+                preprocess = self.model.preprocessor(train=False)
+                train_set, eval_set = (
+                    compute_features(acc, self.model.backbone, ds, preprocess, cfg.task, cfg.per_device_eval_batch_size,
+                                     self._num_workers(), cfg.seed)
+                    for ds in (self.data.train, self.data.eval)
+                )  # fmt: skip
+            module: nn.Module = FeatureHead(self.model.head)
+            train_collate = eval_collate = feature_collate
+            workers = 0
+        else:
+            train_set, eval_set, module = self.data.train, self.data.eval, self.model
+            train_collate = make_collate(self.model.preprocessor(train=cfg.augment), cfg.task)
+            eval_collate = make_collate(self.model.preprocessor(train=False), cfg.task)
+            workers = self._num_workers()
+        generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
+        train_loader = DataLoader(
+            train_set, cfg.per_device_train_batch_size, shuffle=True, collate_fn=train_collate,
+            num_workers=workers, generator=generator, persistent_workers=workers > 0,
+        )
+        eval_loader = DataLoader(
+            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers,
+            generator=torch.Generator().manual_seed(cfg.seed),  # evaluating never draws from the training RNG
+        )
+        groups = self.strategy.param_groups(self.model, cfg)
+        if self.use_cache:
+            head_params = {id(p) for p in self.model.head.parameters()}
+            groups = [g for g in groups if all(id(p) in head_params for p in g["params"])]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.module, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
+            module, optimizer, train_loader, eval_loader
+        )
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
+        self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.steps_per_epoch)
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        # Not prepared: Accelerate would step it once per process; it steps once per optimizer step here.
+        self.scheduler = get_scheduler(
+            cfg.lr_scheduler_type,
+            optimizer=self.optimizer,
+            num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        acc.register_for_checkpointing(self.scheduler)
+        self.metric = metric_key(cfg.metric_for_best_model or self.task.default_metric)
+
+    def _num_workers(self) -> int:
+        """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""
+        if self.cfg.dataloader_num_workers is not None:
+            return self.cfg.dataloader_num_workers
+        return min(2, os.cpu_count() or 1) if self.data.modality == "image" else 0
+
+    def _resume(self, checkpoint: Path) -> None:
+        """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint."""
+        self.state = self.checkpoints.load(checkpoint)
+        self._saved_step = self.state.global_step
+        self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> bool:
+        """Train epoch by epoch, evaluating and checkpointing at each epoch end; True when interrupted."""
+        from tqdm.auto import tqdm
+
+        cfg, acc, state = self.cfg, self.accelerator, self.state
+        bar = tqdm(
+            total=self.total_steps, initial=state.global_step, desc="train", unit="step",
+            disable=not self.main or cfg.disable_tqdm,
+        )
+        try:
+            while state.epoch < self.num_epochs and state.global_step < self.total_steps:
+                if self._should_stop():
+                    return self._save_on_interrupt()
+                started, samples = time.time(), 0
+                self._reset_epoch_loss()
+                self._set_train_mode()
+                frozen = self._frozen_this_epoch()
+                self.train_loader.set_epoch(state.epoch)
+                loader = (
+                    acc.skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
+                )
+                for batch, targets in loader:
+                    with acc.accumulate(self.module):
+                        loss = self.task.loss(self.module(batch), targets)
+                        acc.backward(loss)
+                        if acc.sync_gradients:
+                            for p in frozen:
+                                p.grad = None
+                            if cfg.max_grad_norm > 0:
+                                acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm)
+                        self.optimizer.step()
+                        if acc.sync_gradients:
+                            self.scheduler.step()
+                        self.optimizer.zero_grad()
+                    state.batches_done += 1
+                    samples += len(targets) * acc.num_processes
+                    self._loss_sum += loss.detach().to(self._loss_sum.dtype)  # stays on the device: no sync per step
+                    self._loss_count += 1
+                    if acc.sync_gradients:
+                        state.global_step += 1
+                        bar.update(1)
+                        if state.global_step % cfg.logging_steps == 0:
+                            rate = samples / max(time.time() - started, 1e-9)
+                            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{rate:.1f}")
+                        if cfg.save_steps and state.global_step % cfg.save_steps == 0:
+                            self._save_checkpoint()
+                        if state.global_step >= self.total_steps:
+                            break
+                        if self._should_stop(every=cfg.logging_steps):
+                            return self._save_on_interrupt()
+                if self._end_epoch(self._epoch_train_loss(), time.time() - started, samples):
+                    break
+            return False
+        finally:
+            bar.close()
+
+    def _set_train_mode(self) -> None:
+        """Training mode, but a backbone the strategy freezes stays in eval mode (BatchNorm statistics, dropout)."""
+        self.module.train()
+        if self.strategy.freezes_backbone:
+            self.model.backbone.eval()
+
+    def _frozen_this_epoch(self) -> list[nn.Parameter]:
+        """Parameters whose updates the strategy drops this epoch (gradual unfreezing)."""
+        note = self.strategy.epoch_note(self.model, self.state.epoch, self.cfg)
+        if note:
+            self._log(f"Epoch {self.state.epoch + 1}: {note}.")
+        return self.strategy.frozen_parameters(self.model, self.state.epoch, self.cfg)
+
+    def _end_epoch(self, train_loss: float, seconds: float, samples: int) -> bool:
+        """Evaluate, record metrics, keep the best weights, checkpoint; True when early stopping says stop."""
+        cfg, state = self.cfg, self.state
+        results = self.evaluate()
+        state.epoch += 1
+        state.batches_done = 0
+        row = {
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "train_loss": train_loss,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            **{k: v for k, v in results.items() if not isinstance(v, (dict, list))},
+            "epoch_time_s": round(seconds, 3),
+            "train_samples_per_second": round(samples / max(seconds, 1e-9), 2),
+        }
+        state.history.append(row)
+        if self.main:  # written each epoch, so a long run can be followed (and a crashed one read)
+            self._write_record(("metrics",))
+        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=state.global_step)
+        if self.metric not in results:
+            raise ConfigError(
+                f"metric_for_best_model {self.metric!r} is not computed for task {cfg.task}; "
+                f"choose one of {', '.join(k for k in results if not isinstance(results[k], (dict, list)))}."
+            )
+        value = results[self.metric]
+        if is_better(self.metric, value, state.best_metric, cfg.greater_is_better):
+            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            state.best_results = {"epoch": state.epoch, **results}
+            self.checkpoints.save_best(self.model, state.epoch)
+        else:
+            state.bad_epochs += 1
+        self._save_checkpoint()
+        if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+            self._log(f"Early stopping: {self.metric} did not improve for {state.bad_epochs} epochs.")
+            return True
+        return False
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Exact evaluation on every process count: gather_for_metrics drops the padding duplicates."""
+        acc = self.accelerator
+        self.module.eval()
+        all_logits, all_targets = [], []
+        for batch, targets in self.eval_loader:
+            logits = self.module(batch)
+            logits, targets = acc.gather_for_metrics((logits.float(), targets))
+            all_logits.append(logits.cpu())
+            all_targets.append(targets.cpu())
+        self._set_train_mode()
+        logits, targets = torch.cat(all_logits), torch.cat(all_targets)
+        results = {"eval_loss": self.task.loss(logits, targets).item(), "eval_samples": len(targets)}
+        results.update(self.task.compute_metrics(logits, targets, self.data.labels, self.model.threshold))
+        return results
+
+    # ------------------------------------------------------------------ the epoch's training loss
+
+    def _reset_epoch_loss(self) -> None:
+        """Start summing this process's training losses afresh."""
+        device = self.accelerator.device
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self._loss_sum = torch.zeros((), dtype=dtype, device=device)
+        self._loss_count = 0
+
+    def _epoch_loss_totals(self) -> tuple[float, int]:
+        """Training-loss sum and batch count of the epoch so far, over all processes and across a resume."""
+        count = torch.tensor(float(self._loss_count), dtype=self._loss_sum.dtype, device=self._loss_sum.device)
+        local = torch.stack([self._loss_sum, count])
+        total = self.accelerator.reduce(local, reduction="sum") if self.accelerator.num_processes > 1 else local
+        return self.state.epoch_loss_sum + float(total[0]), self.state.epoch_loss_count + int(total[1])
+
+    def _epoch_train_loss(self) -> float:
+        """Mean training loss of the epoch that just ended (batches before a resume included)."""
+        loss_sum, count = self._epoch_loss_totals()
+        self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
+        self._reset_epoch_loss()
+        return loss_sum / count if count else float("nan")
+
+    # ------------------------------------------------------------------ checkpoints and interrupts
+
+    def _save_checkpoint(self) -> None:
+        """A resumable checkpoint of this step (see `Checkpoints.save`)."""
+        loss_sum, loss_count = self._epoch_loss_totals() if self.state.batches_done else (0.0, 0)
+        saved = {**asdict(self.state), "epoch_loss_sum": loss_sum, "epoch_loss_count": loss_count}
+        self.checkpoints.save(saved, self.module, self.optimizer)
+        self._saved_step = self.state.global_step
+
+    @contextlib.contextmanager
+    def _deferred_interrupts(self) -> Iterator[None]:
+        """The first Ctrl-C (or SIGTERM) asks the loop to stop after the current step and save a checkpoint;
+        a second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _should_stop(self, every: int = 1) -> bool:
+        """Whether any process was asked to stop, through Accelerate's trigger (all processes agree on the step).
+
+        With several processes the check is a host sync, so it runs only every `every` optimizer steps (and
+        at epoch starts), the same steps on every process.
+        """
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return self._stop_requested
+        if self.state.global_step % every:
+            return False
+        if self._stop_requested:
+            acc.set_trigger()
+        return acc.check_trigger()
+
+    def _save_on_interrupt(self) -> bool:
+        """Checkpoint the current step (unless just saved) for `--resume`; True for the loop's return."""
+        if self._saved_step != self.state.global_step:
+            self._save_checkpoint()
+        return True
+
+    def _stopped(self) -> TrainResult:
+        """End an interrupted run: trackers closed, the result flagged as interrupted."""
+        self.accelerator.end_training()
+        return TrainResult(self.output_dir, self.state.best_results or {}, self.state.history, interrupted=True)
+
+    # ------------------------------------------------------------------ output
+
+    def _finish(self, runtime: float) -> TrainResult:
+        """Load the best weights, save the model with its training record and card, push if asked."""
+        acc, cfg, state = self.accelerator, self.cfg, self.state
+        acc.wait_for_everyone()
+        self.checkpoints.load_best(self.model, state.best_epoch)
+        self.strategy.before_save(self.model)
+        results = state.best_results or (dict(state.history[-1]) if state.history else {})
+        if self.main:
+            from ..cards import write_model_card
+
+            with self._phase("save"):
+                self.model.to("cpu")
+                with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(self.model.state_dict())):
+                    self.model.save_pretrained(self.output_dir)
+                self.results = results
+                self._write_record(("metrics", "eval_results", "summary"), runtime)
+                with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
+                    write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
+            self._log(f"Saved the fine-tuned model to {self.output_dir}.")
+            if cfg.push_to_hub:
+                from ..hub.push import push_output_dir
+
+                # the card was written above for this repo ID: pushed as it is, not rendered again
+                url = push_output_dir(self.output_dir, cfg.push_to_hub, private=cfg.hub_private_repo, render_card=False)
+                self._log(f"Pushed to {url}.")
+        acc.wait_for_everyone()
+        return TrainResult(self.output_dir, results, state.history)
+
+    def _write_record(self, parts: tuple[str, ...], runtime: float | None = None) -> None:
+        """Write parts of the training record (training/*.json, metrics.jsonl) atomically."""
+        record = TrainingRecord(metrics=self.state.history)
+        if "eval_results" in parts:
+            record.eval_results = {**self.results, "labels": self.data.labels}
+        if "summary" in parts:
+            record.summary = self._summary(runtime or 0.0)
+        needed = sum(len(data) for data in record.files().values())
+        with self.checkpoints.disk_full("the training record", self.output_dir / TRAINING_DIR, needed):
+            record.write(self.output_dir, parts)
+
+    def _summary(self, runtime: float) -> dict[str, Any]:
+        """The facts of the run the model card reports."""
+        cfg = self.cfg
+        return {
+            "dataset": cfg.dataset.path,
+            "dataset_name": cfg.dataset.name,
+            "train_samples": len(self.data.train),
+            "eval_samples": len(self.data.eval),
+            "skipped_files": self.data.skipped,
+            "strategy": cfg.strategy,
+            "feature_cache": self.use_cache,
+            "best_epoch": self.state.best_epoch,
+            "metric_for_best_model": self.metric,
+            "total_steps": self.state.global_step,
+            "runtime_s": round(runtime, 2),
+            "setup_s": round(self.setup_seconds, 2),
+            "phase_seconds": {k: round(v, 3) for k, v in self.phases.items()},
+            "world_size": self.accelerator.num_processes,
+            "mixed_precision": cfg.mixed_precision,
+            "versions": library_versions(),
+        }
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Time one phase of the run (data, model, features, save) for the summary."""
+        started = time.time()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.time() - started
+
+    def _log(self, message: str) -> None:
+        """Log on the main process only."""
+        if self.main:
+            logger.info(message)
+
+
+def _tracker(report_to: str) -> str | None:
+    """TensorBoard through Accelerate's trackers when asked for, or when installed and report_to is auto."""
+    if report_to == "none":
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if report_to == "tensorboard":
+            raise ConfigError("report_to: tensorboard needs `pip install tensorboard`.") from None
+        return None
+    return "tensorboard"
+
+
+def _flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten the config into scalars for TensorBoard's hparams."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat_hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix + key] = value
+        elif value is not None:
+            flat[prefix + key] = str(value)
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hubtl.train CONFIG.yaml [--key value ...]`, also under `accelerate launch`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: hubtl train CONFIG.yaml [--key value ...] [--resume] [--strict]")
+        return 0 if argv else 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        logger.setLevel(logging.INFO)
+    try:
+        result = train(argv[0], argv[1:])
+    except HubtlError as err:
+        print(f"hubtl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before training started (or a second Ctrl-C while finishing)
+        print("hubtl: interrupted.", file=sys.stderr)
+        return 130
+    return 130 if result.interrupted else 0
