@@ -38,7 +38,7 @@ def run_demo(
     background thread. `overrides` are extra `--key value` training overrides. Returns 0 when the model loaded
     from the Hub predicts exactly as the one trained here.
     """
-    from .hub.server import use_endpoint
+    from .hub.client import use_endpoint
     from .hub.push import push_output_dir
     from .model import TransferModel
     from .train import train
@@ -125,7 +125,7 @@ def _remote_repo_id(endpoint: str) -> str:
     """The demo repo in your namespace on an existing Hub (needs HF_TOKEN or `hf auth login`)."""
     from huggingface_hub import HfApi
 
-    from .hub.server import use_endpoint
+    from .hub.client import use_endpoint
 
     try:
         with use_endpoint(endpoint.rstrip("/")):

@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 from .backbones import registry
 from .backbones.base import Backbone, BackbonePlugin, Preprocessor
 from .errors import HubtlError
+from .hub.client import offline
 
 #: Tolerances of the numerical comparisons (features are float32 on CPU).
 BATCH_ATOL, BATCH_RTOL = 1e-5, 1e-4
@@ -203,26 +204,6 @@ def _noise_image(width: int, height: int, seed: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def offline() -> Iterator[None]:
-    """Forbid Hub downloads for the duration: HF_HUB_OFFLINE=1 in os.environ and in huggingface_hub's constants."""
-    from huggingface_hub import constants
-
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE",)}
-    saved_constant = constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants.HF_HUB_OFFLINE = True  # read at import time; transformers and snapshot_download consult it per call
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved_constant
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-#: Real data sets beside the checkout (see DESIGN.md).
+#: Real data sets beside the checkout (../shared/data: hymenoptera, sst2).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 #: A tiny timm model (372k parameters) that timm builds from config.

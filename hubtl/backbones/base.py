@@ -1,4 +1,4 @@
-"""The transfer interface: what every backbone plugin implements (see DESIGN.md)."""
+"""The transfer interface: what every backbone plugin implements (docs/writing-plugins.md is the guide)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,21 @@
-"""Talking to a Hub through `huggingface_hub`: find a model's files locally or download them, push a folder."""
+"""Talking to a Hub through `huggingface_hub`: endpoints, offline mode, downloads and pushes.
+
+This is the only module that changes `huggingface_hub.constants` (which the client computes from the
+environment at import time): `use_endpoint` points this process at another Hub (hubtl's own server),
+`offline` forbids downloads, `use_plain_lfs_off_hf` turns Xet off for Hubs that speak plain LFS.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ..errors import HubError, ModelLoadError
 
@@ -41,6 +48,67 @@ def use_plain_lfs_off_hf() -> None:
     if "huggingface.co" not in endpoint():
         os.environ["HF_HUB_DISABLE_XET"] = "1"
         constants.HF_HUB_DISABLE_XET = True
+
+
+@contextlib.contextmanager
+def use_endpoint(url: str, *, disable_xet: bool = True) -> Iterator[str]:
+    """Make the unmodified `huggingface_hub` client of this process use `url` (restored on exit).
+
+    Sets env HF_ENDPOINT (and HF_HUB_DISABLE_XET=1, inherited by subprocesses) and patches what
+    `huggingface_hub` computed from them at import: `constants.ENDPOINT`, `HUGGINGFACE_CO_URL_TEMPLATE`,
+    `HF_URL_HOSTS`, `HF_HUB_DISABLE_XET` and the module-level `HfApi` behind `huggingface_hub.create_repo`
+    & co. `HfApi` objects created before entering keep their old endpoint. Not thread-safe: it changes
+    process-wide state.
+    """
+    import huggingface_hub.hf_api as hf_api
+    from huggingface_hub import constants
+
+    url = url.rstrip("/")
+    env_keys = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET")
+    saved_env = {k: os.environ.get(k) for k in env_keys}
+    names = ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_URL_HOSTS", "HF_HUB_DISABLE_XET")
+    saved = {name: getattr(constants, name) for name in names}
+    saved_api_endpoint = hf_api.api.endpoint
+    os.environ["HF_ENDPOINT"] = url
+    constants.ENDPOINT = url
+    constants.HUGGINGFACE_CO_URL_TEMPLATE = url + "/{repo_id}/resolve/{revision}/{filename}"
+    constants.HF_URL_HOSTS = frozenset(saved["HF_URL_HOSTS"] | {(urlsplit(url).hostname or "").lower()})
+    if disable_xet:
+        os.environ["HF_HUB_DISABLE_XET"] = "1"
+        constants.HF_HUB_DISABLE_XET = True
+    hf_api.api.endpoint = url
+    try:
+        yield url
+    finally:
+        for name, value in saved.items():
+            setattr(constants, name, value)
+        hf_api.api.endpoint = saved_api_endpoint
+        _restore_env(saved_env)
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Forbid Hub downloads for the duration: HF_HUB_OFFLINE=1 in os.environ and in huggingface_hub's constants."""
+    from huggingface_hub import constants
+
+    saved_env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE")}
+    saved_constant = constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True  # read at import time; transformers and snapshot_download consult it per call
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved_constant
+        _restore_env(saved_env)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as they were (unset where they were unset)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def is_unreachable(err: BaseException) -> bool:
