@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
     """Fine-tune from a YAML config with `--key value` overrides."""
     from .train import main as train_main
 
-    return train_main([args.config, *args.overrides])
+    return train_main(list(args.args))
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -121,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", action="store_true", help="load pretrained weights (default: random, no download)")
     p.set_defaults(func=_backbones_check)
 
-    p = sub.add_parser("train", help="fine-tune from a YAML config; any key can be overridden as --key value")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    p = sub.add_parser(
+        "train", add_help=False, help="fine-tune from a YAML config; any key can be overridden as --key value "
+        "(`hubtl train --help` lists every key)",
+    )  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # CONFIG.yaml [--key value ...]
     p.set_defaults(func=_train)
 
     p = sub.add_parser("predict", help="predict with a saved model (directory or Hub ID)")
@@ -163,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hubtl` console script; hubtl errors print one clear line, not a traceback."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.func is _train:  # everything after `train` is the trainer's: CONFIG.yaml, --key value, --help
+        args.args = [*extra, *args.args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("hubtl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:

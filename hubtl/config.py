@@ -49,60 +49,72 @@ def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
+def _opt(default: Any, help: str, factory: Any = None) -> Any:
+    """A config field with its one-line meaning (shown by `hubtl train --help` and the README's reference)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainingConfig:
-    """Everything one fine-tuning run needs; see README for each key."""
+    """Everything one fine-tuning run needs; `hubtl train --help` lists each key with its meaning."""
 
-    backbone: str
-    dataset: DatasetConfig
-    output_dir: str = "outputs/hubtl-model"
-    pretrained: bool = True
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    task: str = "classification"
-    labels: list[str] | None = None
-    num_outputs: int = 1
-    head_dropout: float = 0.0
-    head_hidden_dim: int | None = None
+    backbone: str = field(metadata={"help": "'<plugin>:<model>', e.g. timm:resnet18 or transformers:bert-base-uncased"})
+    dataset: DatasetConfig = field(metadata={"help": "where the data comes from (the dataset.* keys below)"})
+    output_dir: str = _opt("outputs/hubtl-model", "where the model, its card and its training record are written")
+    pretrained: bool = _opt(True, "start from the backbone's pretrained weights (false: random initialisation)")
+    base_model: str | None = _opt(
+        None, "Hub ID of the pretrained weights, published instead of a local backbone path (default: known for weight packages)"
+    )
+    backbone_kwargs: dict[str, Any] = _opt(None, "backbone options, e.g. {drop_path_rate: 0.1} or {pooling: cls, max_length: 128}", dict)
+    task: str = _opt("classification", "classification | multi_label | regression (or a task registered with register_task)")
+    labels: list[str] | None = _opt(None, "class names in order (default: from the data)")
+    num_outputs: int = _opt(1, "outputs of a regression head")
+    head_dropout: float = _opt(0.0, "dropout before the head's linear layer(s)")
+    head_hidden_dim: int | None = _opt(None, "width of a hidden layer in the head (default: none, a linear head)")
     # fine-tuning strategy
-    strategy: str = "full"
-    gradual_unfreeze_epochs: int = 1
-    layer_decay: float | None = None
-    head_learning_rate: float | None = None
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] | None = None
-    feature_cache: bool = True
-    augment: bool = True
+    strategy: str = _opt("full", "linear_probe | full | gradual | lora (or a strategy registered with register_strategy)")
+    gradual_unfreeze_epochs: int = _opt(1, "gradual: epochs between unfreezing one more layer group from the top")
+    layer_decay: float | None = _opt(None, "layer-wise learning-rate decay in (0, 1], with any strategy")
+    head_learning_rate: float | None = _opt(None, "learning rate of the head (default: learning_rate)")
+    lora_r: int = _opt(8, "lora: rank of the adapters")
+    lora_alpha: int = _opt(16, "lora: scaling of the adapters")
+    lora_dropout: float = _opt(0.1, "lora: dropout on the adapters' input")
+    lora_target_modules: list[str] | None = _opt(None, "lora: module names to adapt (default: PEFT's choice for the model)")
+    feature_cache: bool = _opt(True, "frozen backbone + deterministic transforms: compute features once")
+    augment: bool = _opt(True, "random training transforms (false: eval transforms, so the feature cache can be used)")
     # optimisation, as in TrainingArguments
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 16
-    per_device_eval_batch_size: int = 32
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "linear"
-    warmup_ratio: float = 0.0
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    seed: int = 42
+    num_train_epochs: float = _opt(3.0, "epochs to train (ignored when max_steps > 0)")
+    max_steps: int = _opt(-1, "optimizer steps to train (overrides num_train_epochs when > 0)")
+    per_device_train_batch_size: int = _opt(16, "training batch size per process")
+    per_device_eval_batch_size: int = _opt(32, "evaluation (and feature cache) batch size per process")
+    learning_rate: float = _opt(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _opt(0.0, "AdamW weight decay (never on biases and norms)")
+    lr_scheduler_type: str = _opt("linear", "linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup")
+    warmup_ratio: float = _opt(0.0, "fraction of the steps spent warming the learning rate up")
+    gradient_accumulation_steps: int = _opt(1, "batches per optimizer step")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables it)")
+    mixed_precision: str = _opt("no", "no | fp16 | bf16")
+    seed: int = _opt(42, "seed of everything random (weights, shuffling, augmentation, carve-outs)")
     # evaluation, checkpoints, output
-    metric_for_best_model: str | None = None
-    greater_is_better: bool | None = None
-    early_stopping_patience: int | None = None
-    save_steps: int | None = None
-    save_total_limit: int = 2
-    resume_from_checkpoint: str | bool | None = None
-    overwrite_output_dir: bool = False
-    dataloader_num_workers: int | None = None
-    logging_steps: int = 10
-    report_to: str = "auto"
-    strict: bool = False
-    disable_tqdm: bool = False
-    push_to_hub: str | None = None
-    hub_private_repo: bool = False
-    license: str | None = None
+    eval_strategy: str = _opt("epoch", "epoch | steps: evaluate at each epoch end, or every eval_steps too")
+    eval_steps: int | None = _opt(None, "with eval_strategy: steps, evaluate every this many optimizer steps")
+    metric_for_best_model: str | None = _opt(None, "metric that picks the kept epoch (default: accuracy / f1_macro / rmse)")
+    greater_is_better: bool | None = _opt(None, "whether a larger metric_for_best_model is better (default: by metric)")
+    early_stopping_patience: int | None = _opt(None, "stop after this many epochs without improvement")
+    save_steps: int | None = _opt(None, "also checkpoint every this many optimizer steps (always at each epoch end)")
+    save_total_limit: int = _opt(2, "checkpoints kept (the oldest are removed)")
+    resume_from_checkpoint: str | bool | None = _opt(None, "a checkpoint folder, or true (--resume) for the latest one")
+    overwrite_output_dir: bool = _opt(False, "start afresh in an output_dir that holds an earlier run")
+    dataloader_num_workers: int | None = _opt(None, "DataLoader workers (default: 2 for images, 0 for text)")
+    logging_steps: int = _opt(10, "record loss, learning rate and throughput every this many optimizer steps")
+    report_to: str = _opt("auto", "auto | none | tensorboard (auto: TensorBoard when installed)")
+    strict: bool = _opt(False, "fail on unreadable images instead of skipping them")
+    disable_tqdm: bool = _opt(False, "no progress bars")
+    push_to_hub: str | None = _opt(None, "a Hub repo ID: push the model with its card at the end")
+    hub_private_repo: bool = _opt(False, "create the pushed repo as private")
+    license: str | None = _opt(None, "license of the model, shown in the card's metadata")
 
     def __post_init__(self) -> None:
         _check_values(self)
@@ -127,7 +139,10 @@ class TrainingConfig:
         _check_keys(dataset, DatasetConfig, "dataset.")
         _check_types(dataset, DatasetConfig, "dataset.")
         _check_types(values, cls, "")
-        return cls(dataset=DatasetConfig(**dataset), **values)
+        config = cls(dataset=DatasetConfig(**dataset), **values)
+        # what the user wrote, as opposed to defaults: the card lists these (not a field: never in config.yaml)
+        config.keys_set = sorted([*values, "dataset", *(f"dataset.{k}" for k in dataset)])
+        return config
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainingConfig:
@@ -314,11 +329,19 @@ def _check_values(cfg: TrainingConfig) -> None:
     require(0 <= cfg.head_dropout < 1, "head_dropout must be in [0, 1).")
     require(cfg.num_outputs >= 1, "num_outputs must be >= 1.")
     require(cfg.logging_steps >= 1, "logging_steps must be >= 1.")
+    require(cfg.eval_strategy in ("epoch", "steps"), f"eval_strategy must be epoch or steps; got {cfg.eval_strategy!r}.")
+    require(
+        cfg.eval_strategy != "steps" or (cfg.eval_steps is not None and cfg.eval_steps >= 1),
+        "eval_strategy: steps needs eval_steps >= 1, e.g. --eval_steps 50.",
+    )
     require(cfg.report_to in ("auto", "none", "tensorboard"), "report_to must be auto, none or tensorboard.")
     require(
         cfg.labels is None or len(set(cfg.labels)) == len(cfg.labels), f"labels must be unique; got {cfg.labels}."
     )
-    require(bool(cfg.dataset.path), "dataset.path must name a Hub dataset, a folder or a file.")
+    require(
+        bool(cfg.dataset.path or cfg.dataset.data_files),
+        "dataset.path must name a Hub dataset, a folder or a file (or give dataset.data_files).",
+    )
     if cfg.metric_for_best_model is not None:
         known = task.metrics
         if metric_key(cfg.metric_for_best_model) not in known:
@@ -328,3 +351,63 @@ def _check_values(cfg: TrainingConfig) -> None:
                 f"metric_for_best_model {cfg.metric_for_best_model!r} is not computed for task {cfg.task}.{hint} "
                 f"Choose one of {', '.join(k.removeprefix('eval_') for k in known)} (with or without the eval_ prefix)."
             )
+
+
+#: How relative paths in a config are read (README and `hubtl train --help` say it the same way).
+PATH_RULES = (
+    "Relative paths: dataset.path and dataset.data_files are read relative to the YAML file's folder when they "
+    "exist there, else relative to the working directory; output_dir is always relative to the working directory. "
+    "Any key can be overridden on the command line as --key value (nested: --dataset.path DIR)."
+)
+#: Example values of the keys that have no default.
+_EXAMPLES = {"backbone": "timm:efficientnet_b0", "dataset.path": "data/photos"}
+
+
+def config_reference() -> str:
+    """Every config key as YAML with its default (or an example) and its meaning: the README's reference."""
+    rows: list[tuple[str, str, str]] = []
+    for f in dataclasses.fields(TrainingConfig):
+        if f.name == "dataset":
+            rows.append(("dataset:", "", f.metadata["help"]))
+            for d in dataclasses.fields(DatasetConfig):
+                rows.append((f"  {d.name}: {_yaml_value(_default(d, f'dataset.{d.name}'))}", "", d.metadata["help"]))
+        else:
+            rows.append((f"{f.name}: {_yaml_value(_default(f, f.name))}", "", f.metadata["help"]))
+    width = max(len(key) for key, _, _ in rows) + 2
+    return "\n".join(f"{key:<{width}}# {meaning}" for key, _, meaning in rows) + "\n"
+
+
+def config_help() -> str:
+    """`hubtl train --help`'s list of keys: name, type, default and meaning, from the fields themselves."""
+    hints = typing.get_type_hints(TrainingConfig)
+    dataset_hints = typing.get_type_hints(DatasetConfig)
+    lines = ["config keys (in the YAML file, or as --key value overrides):"]
+    for f in dataclasses.fields(TrainingConfig):
+        if f.name == "dataset":
+            for d in dataclasses.fields(DatasetConfig):
+                lines.append(_help_line(f"dataset.{d.name}", dataset_hints[d.name], d))
+        else:
+            lines.append(_help_line(f.name, hints[f.name], f))
+    return "\n".join(lines) + "\n\n" + PATH_RULES + "\nSee README.md, 'The training config'.\n"
+
+
+def _help_line(name: str, hint: Any, f: dataclasses.Field) -> str:
+    """'  --name TYPE (default X)' and the meaning on the next line."""
+    shown = f"e.g. {_EXAMPLES[name]}" if name in _EXAMPLES else f"default {_yaml_value(_default(f, name))}"
+    return f"  --{name} {_describe(hint)} ({shown})\n      {f.metadata['help']}"
+
+
+def _default(f: dataclasses.Field, name: str) -> Any:
+    """A field's default value, or an example for a key the user must set."""
+    if name in _EXAMPLES:
+        return _EXAMPLES[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _EXAMPLES.get(name)
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as it is written in YAML (quoted where YAML would misread it, like "no")."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -41,23 +41,44 @@ _SUPPORTED = "a Hub dataset ID, an image folder (one sub-folder per class) or cs
 _CHECK_CHUNK = 512
 
 
+def _help(text: str) -> dict[str, str]:
+    """Field metadata: the one-line meaning shown by `hubtl train --help` and the README's config reference."""
+    return {"help": text}
+
+
 @dataclass
 class DatasetConfig:
     """Where a fine-tuning dataset comes from and which columns hold inputs and labels."""
 
-    path: str
-    name: str | None = None
-    train_split: str = "train"
-    eval_split: str | None = None
-    image_column: str | None = None
-    text_column: str | None = None
-    label_column: str = "label"
-    data_files: str | list[str] | dict[str, str | list[str]] | None = None
-    column_names: list[str] | None = None
-    validation_size: float = 0.1
-    label_separator: str = ","
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    path: str | None = field(
+        default=None,
+        metadata=_help("Hub dataset ID, image folder (one sub-folder per class), or a csv/tsv/json/jsonl/parquet file or folder"),
+    )
+    name: str | None = field(default=None, metadata=_help("Hub dataset config name"))
+    train_split: str = field(default="train", metadata=_help("split to train on"))
+    eval_split: str | None = field(
+        default=None,
+        metadata=_help("split to evaluate on (default: validation/val/valid/dev/test, else a seeded, stratified carve-out)"),
+    )
+    image_column: str | None = field(default=None, metadata=_help("column of images or image paths (default: image)"))
+    text_column: str | None = field(default=None, metadata=_help("column of texts (default: text)"))
+    label_column: str = field(default="label", metadata=_help("column of labels (a class, a list of classes, or numbers)"))
+    data_files: str | list[str] | dict[str, str | list[str]] | None = field(
+        default=None, metadata=_help("files as datasets.load_dataset takes them, e.g. {train: a.csv, validation: b.csv}")
+    )
+    column_names: list[str] | None = field(default=None, metadata=_help("column names of header-less csv/tsv files"))
+    validation_size: float = field(default=0.1, metadata=_help("fraction of the train split carved out when there is no eval split"))
+    label_separator: str = field(default=",", metadata=_help("separator of labels in one cell (multi_label)"))
+    max_train_samples: int | None = field(default=None, metadata=_help("use at most this many training examples (seeded)"))
+    max_eval_samples: int | None = field(default=None, metadata=_help("use at most this many evaluation examples (seeded)"))
+
+    @property
+    def source(self) -> str:
+        """What the data is read from: the path, else the data files (for messages)."""
+        if self.path:
+            return self.path
+        files = self.data_files
+        return str(files if isinstance(files, str) else files)
 
 
 class TransferDataset(TorchDataset):
@@ -151,7 +172,7 @@ def load_transfer_data(
 
     for split, idx in ((cfg.train_split, train_idx), (eval_name, eval_idx)):
         if len(idx) == 0:
-            raise DataError(f"Split '{split}' of {cfg.path} has no usable examples left; add examples to it.")
+            raise DataError(f"Split '{split}' of {cfg.source} has no usable examples left; add examples to it.")
     if names and train_targets.dtype == torch.long and train_targets.ndim == 1:
         unseen = [n for n, count in zip(names, torch.bincount(train_targets, minlength=len(names))) if count == 0]
         if unseen:
@@ -193,8 +214,8 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
     task_type = get_task(task)
     if modality not in MODALITIES:
         raise ConfigError(f"Unknown modality '{modality}'; use one of {', '.join(MODALITIES)}.")
-    if not cfg.path:
-        raise ConfigError(f"DatasetConfig.path is empty; give {_SUPPORTED}.")
+    if not cfg.path and not cfg.data_files:
+        raise ConfigError(f"dataset.path is empty and no dataset.data_files are given; give {_SUPPORTED}.")
     size = cfg.validation_size
     if isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0.0 < size < 1.0:
         raise ConfigError(f"validation_size must be a fraction between 0 and 1, got {cfg.validation_size}.")
@@ -224,6 +245,9 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
 
 def _load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
     """Load every split of the source; also return the folder relative image paths resolve against."""
+    if not cfg.path:  # data_files alone: the format comes from the files' extension
+        files = _resolve_data_files(cfg.data_files, os.getcwd())
+        return _load_local(files, cfg), os.getcwd()
     path = os.path.expanduser(cfg.path)
     if cfg.data_files is not None:
         if os.path.isdir(path):
@@ -248,7 +272,7 @@ def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
         loaded = datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
     except Exception as err:  # noqa: BLE001 - any failure here means the dataset cannot be used
         raise DataError(
-            f"{cfg.path} is not a local path, and loading it as a Hub dataset failed: {type(err).__name__}: {err}. "
+            f"{cfg.source} is not a local path, and loading it as a Hub dataset failed: {type(err).__name__}: {err}. "
             "Check the dataset ID (and config name), your connection or HF_ENDPOINT, or give a local path."
         ) from err
     return _as_dict(loaded)
@@ -259,7 +283,7 @@ def _load_directory(path: str, cfg: DatasetConfig) -> datasets.DatasetDict:
     if exts & _IMAGE_EXTENSIONS:
         return _read(("imagefolder", {"data_dir": path}), cfg)
     if not exts & set(_TABULAR_FORMATS):
-        raise DataError(f"{cfg.path} holds no image files and no csv/tsv/json/jsonl/parquet files; give {_SUPPORTED}.")
+        raise DataError(f"{cfg.source} holds no image files and no csv/tsv/json/jsonl/parquet files; give {_SUPPORTED}.")
     found = DataFilesDict.from_patterns(get_data_patterns(path), base_path=path)
     files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
              for split, split_files in found.items()}
@@ -300,7 +324,7 @@ def _resolve_data_files(data_files: str | list[str] | dict[str, Any], base: str)
 
 def _load_local(files: dict[str, list[str]], cfg: DatasetConfig, fmt: str | None = None) -> datasets.DatasetDict:
     if not files:
-        raise DataError(f"No data files found for {cfg.path}; give {_SUPPORTED}.")
+        raise DataError(f"No data files found for {cfg.source}; give {_SUPPORTED}.")
     if fmt is None:
         formats = set()
         for f in (f for split_files in files.values() for f in split_files):
@@ -344,9 +368,9 @@ def _read(
     except Exception as err:  # noqa: BLE001 - parser errors come in many types
         empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(err))
         if empty:
-            raise DataError(f"Split '{empty.group(1)}' of {cfg.path} is empty; add examples to it.") from err
+            raise DataError(f"Split '{empty.group(1)}' of {cfg.source} is empty; add examples to it.") from err
         raise DataError(
-            f"Could not read {cfg.path} as {name}: {type(err).__name__}: {err}. "
+            f"Could not read {cfg.source} as {name}: {type(err).__name__}: {err}. "
             "Check the file format, its header (column_names for header-less csv/tsv) and delimiter."
         ) from err
     return _as_dict(loaded)
@@ -372,23 +396,34 @@ def _pick_splits(
 ) -> tuple[datasets.Dataset, datasets.Dataset | None, str | None]:
     """Return (train, eval or None when one must be carved out, eval split name)."""
     available = ", ".join(splits) or "none"
-    if cfg.train_split not in splits:
+    train_name = _split_alias(cfg.train_split, splits)
+    if train_name not in splits:
         raise DataError(
-            f"Train split '{cfg.train_split}' not found in {cfg.path}; it has: {available}. Set train_split."
+            f"Train split '{cfg.train_split}' not found in {cfg.source}; it has: {available}. Set train_split."
         )
     if cfg.eval_split is not None:
-        if cfg.eval_split not in splits:
+        eval_name: str | None = _split_alias(cfg.eval_split, splits)
+        if eval_name not in splits:
             raise DataError(
-                f"Eval split '{cfg.eval_split}' not found in {cfg.path}; it has: {available}. "
+                f"Eval split '{cfg.eval_split}' not found in {cfg.source}; it has: {available}. "
                 "Set eval_split to one of them, or leave it unset to carve one out of the train split."
             )
-        eval_name: str | None = cfg.eval_split
     else:
-        eval_name = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != cfg.train_split), None)
-    for split in filter(None, (cfg.train_split, eval_name)):
+        eval_name = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != train_name), None)
+    for split in filter(None, (train_name, eval_name)):
         if len(splits[split]) == 0:
-            raise DataError(f"Split '{split}' of {cfg.path} is empty; add examples to it.")
-    return splits[cfg.train_split], splits[eval_name] if eval_name else None, eval_name
+            raise DataError(f"Split '{split}' of {cfg.source} is empty; add examples to it.")
+    return splits[train_name], splits[eval_name] if eval_name else None, eval_name
+
+
+#: Folder and file names `datasets` renames to its split names (an image folder's val/ becomes 'validation').
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation",
+                 "training": "train", "testing": "test"}
+
+
+def _split_alias(name: str, splits: datasets.DatasetDict) -> str:
+    """The split `name` stands for: itself when present, else the name `datasets` gave that folder."""
+    return name if name in splits else SPLIT_ALIASES.get(name.lower(), name)
 
 
 def _input_column(ds: datasets.Dataset, cfg: DatasetConfig, modality: str) -> str:
@@ -412,7 +447,7 @@ def _require_column(ds: datasets.Dataset, column: str, split: str, cfg: DatasetC
     if what == "label column" and set(ds.column_names) <= {"image"}:
         hint = " For an image folder, put the images in one sub-folder per class (at least two classes)."
     raise DataError(
-        f"The {what} '{column}' is not in split '{split}' of {cfg.path}; its columns are: "
+        f"The {what} '{column}' is not in split '{split}' of {cfg.source}; its columns are: "
         f"{', '.join(ds.column_names)}. Set {key} to one of them.{hint}"
     )
 

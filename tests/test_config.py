@@ -27,6 +27,7 @@ TOP_LEVEL = {
     "backbone": ("transformers:/models/bert", "transformers:/models/bert"),
     "output_dir": ("runs/x", "runs/x"),
     "pretrained": ("false", False),
+    "base_model": ("google-bert/bert-base-uncased", "google-bert/bert-base-uncased"),
     "backbone_kwargs": ("{drop_rate: 0.1, image_size: 64}", {"drop_rate": 0.1, "image_size": 64}),
     "task": ("multi_label", "multi_label"),
     "labels": ("[ant, bee]", ["ant", "bee"]),
@@ -55,6 +56,8 @@ TOP_LEVEL = {
     "max_grad_norm": ("0.5", 0.5),
     "mixed_precision": ("bf16", "bf16"),
     "seed": ("7", 7),
+    "eval_strategy": ("epoch", "epoch"),
+    "eval_steps": ("25", 25),
     "metric_for_best_model": ("f1_macro", "f1_macro"),
     "greater_is_better": ("true", True),
     "early_stopping_patience": ("2", 2),
@@ -306,3 +309,39 @@ def test_round_trip_through_to_dict(base: dict) -> None:
     cfg = load_config(base, ["--labels", "[a, b]", "--dataset.column_names", "[t, l]"])
     again = TrainingConfig.from_dict(cfg.to_dict())
     assert again == cfg
+
+
+def test_readme_config_reference_matches_the_config_fields() -> None:
+    import re
+
+    from hubtl.config import PATH_RULES, config_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- config-reference:start -->\n```yaml\n(.*?)```\n<!-- config-reference:end -->", readme, re.S)
+    assert block, "README.md lost its generated config reference block"
+    assert block.group(1) == config_reference(), "README's config reference is stale: regenerate it from config_reference()"
+    assert " ".join(PATH_RULES.split()) in " ".join(readme.split())
+
+
+def test_train_help_lists_every_key_with_type_default_and_meaning(capsys) -> None:
+    import dataclasses
+
+    from hubtl.train import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(TrainingConfig):
+        if f.name != "dataset":
+            assert f"--{f.name} " in out and f.metadata["help"] in out, f.name
+    for f in dataclasses.fields(DatasetConfig):
+        assert f"--dataset.{f.name} " in out
+    assert "--learning_rate float (default 5.0e-05)" in out and "--resume" in out
+    assert main([]) == 2
+
+
+def test_data_files_without_path_is_a_valid_config(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("text,label\na,x\n")
+    cfg = load_config({"backbone": "timm:test_resnet", "dataset": {"data_files": {"train": str(tmp_path / "train.csv")}}})
+    assert cfg.dataset.path is None and cfg.dataset.data_files == {"train": str(tmp_path / "train.csv")}
+    with pytest.raises(ConfigError, match=r"dataset\.path must name .* or give dataset\.data_files"):
+        load_config({"backbone": "timm:test_resnet", "dataset": {"name": "x"}})

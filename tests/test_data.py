@@ -415,3 +415,27 @@ def test_make_collate_with_spawned_workers(tmp_path):
 def test_make_collate_rejects_unknown_task():
     with pytest.raises(ConfigError, match="Unknown task 'ranking'"):
         make_collate(LengthPreprocessor(), "ranking")
+
+
+# --- split names as they are on disk, data_files without path ------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["val", "valid", "dev"])
+def test_image_folder_split_named_as_on_disk(tmp_path: Path, folder: str) -> None:
+    for split in ("train", folder):
+        for name, colour in (("ant", (200, 0, 0)), ("bee", (0, 0, 200))):
+            for i in range(3):
+                _write_image(tmp_path / split / name / f"{name}{i}.png", colour)
+    data = _load(tmp_path, modality="image", eval_split=folder)
+    assert len(data.train) == 6 and len(data.eval) == 6 and data.labels == ["ant", "bee"]
+
+
+def test_data_files_without_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_csv(tmp_path / "train.csv", [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(8)])
+    _write_csv(tmp_path / "dev.csv", [{"text": f"d{i}", "label": "ab"[i % 2]} for i in range(4)])
+    cfg = DatasetConfig(data_files={"train": "train.csv", "validation": "dev.csv"})
+    data = load_transfer_data(cfg, task="classification", modality="text")
+    assert len(data.train) == 8 and len(data.eval) == 4 and data.labels == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"dataset\.path is empty and no dataset\.data_files"):
+        load_transfer_data(DatasetConfig(), task="classification", modality="text")

@@ -40,6 +40,12 @@ from .feature_cache import FeatureHead, cache_decision, compute_features, featur
 
 logger = logging.getLogger("hubtl")
 
+USAGE = """usage: hubtl train CONFIG.yaml [--key value ...] [--resume]
+       accelerate launch -m hubtl.train CONFIG.yaml [--key value ...]
+
+Fine-tune a pretrained backbone as CONFIG.yaml says; --resume continues from the latest checkpoint in
+output_dir (or --resume PATH from that checkpoint)."""
+
 
 @dataclass
 class TrainResult:
@@ -560,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m hubtl.train CONFIG.yaml [--key value ...]`, also under `accelerate launch`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: hubtl train CONFIG.yaml [--key value ...] [--resume] [--strict]")
+        from ..config import config_help
+
+        print(f"{USAGE}\n\n{config_help()}", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
