@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -381,3 +382,284 @@ def test_open_server_bare_names_and_datasets(tmp_path):
         assert api.dataset_info("alice/ds").sha == Path(local).name
         with pytest.raises(RepositoryNotFoundError):
             api.model_info("alice/ds")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _ndjson(*lines) -> bytes:
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines).encode()
+
+
+def _head_only(url: str, method: str, path: str, headers: dict) -> tuple[int, dict, bytes]:
+    """Send the request line and headers only (a body is announced but never sent); return the answer.
+
+    A server that reads the body before answering never answers: the socket timeout fails the test.
+    """
+    conn = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=20)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def test_repo_type_is_validated_on_delete_and_create(api, hub, tmp_path):
+    url, root = hub
+    victim = tmp_path / "v" / "vics" / "ns" / "name"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    api.create_repo("ns/name")
+    for repo_type in (str(tmp_path / "v" / "vic"), "../../v/vic", "models", "", 5, ["model"], {"a": 1}):
+        payload = {"type": repo_type, "organization": "ns", "name": "name"}
+        for method, path in (("DELETE", "/api/repos/delete"), ("POST", "/api/repos/create")):
+            status, headers, body = _raw(url, method, path, json.dumps(payload).encode(), _auth())
+            assert status == 400, (method, repo_type, status, body)
+            assert headers["X-Error-Message"] and "error" in json.loads(body)
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert api.model_info("ns/name").id == "ns/name"  # the real repo is untouched too
+    api.delete_repo("ns/name")  # and the client's own delete still works
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("ns/name")
+
+
+def test_bodies_are_not_read_before_auth_and_are_capped(api, hub):
+    url, _ = hub
+    api.create_repo("alice/dos")
+    huge = {"Content-Length": str(400 * 1024 * 1024), "Content-Type": "application/x-ndjson"}
+    # no token: refused from the headers alone, before any of the 400 MiB is read
+    for method, path in (
+        ("POST", "/api/models/alice/dos/commit/main"),
+        ("POST", "/api/models/alice/dos/preupload/main"),
+        ("POST", "/api/models/alice/dos/branch/dev"),
+        ("POST", "/api/repos/create"),
+        ("DELETE", "/api/repos/delete"),
+        ("POST", "/alice/dos.git/info/lfs/objects/batch"),
+    ):
+        status, headers, body = _head_only(url, method, path, huge)
+        assert status == 401, (path, status, body)
+        assert "token" in headers["X-Error-Message"]
+    # with the token: JSON bodies above 16 MiB are refused from their Content-Length
+    big_json = {**_auth(), "Content-Length": str(16 * 1024 * 1024 + 1), "Content-Type": "application/json"}
+    for method, path in (("POST", "/api/repos/create"), ("POST", "/api/models/alice/dos/preupload/main"),
+                         ("POST", "/api/validate-yaml"), ("POST", "/api/models/alice/dos/paths-info/main")):
+        assert _head_only(url, method, path, big_json)[0] == 413, path
+    # a commit to a missing repo or branch is refused before its body is read
+    assert _head_only(url, "POST", "/api/models/alice/nope/commit/main", {**_auth(), **huge})[0] == 404
+    assert _head_only(url, "POST", "/api/models/alice/dos/commit/nope", {**_auth(), **huge})[0] == 404
+    # a commit line above 16 MiB is refused (the body is streamed line by line)
+    line = json.dumps({"key": "file", "value": {"path": "x.txt", "content": "A" * (16 * 1024 * 1024 + 8)}})
+    body = _ndjson({"key": "header", "value": {"summary": "big"}}, line)
+    status, headers, _ = _raw(url, "POST", "/api/models/alice/dos/commit/main", body,
+                              {**_auth(), "Content-Type": "application/x-ndjson"})  # fmt: skip
+    assert status == 413 and "Commit line" in headers["X-Error-Message"]
+    assert api.list_repo_files("alice/dos") == [".gitattributes"]
+    assert _raw(url, "GET", "/api/health")[0] == 200
+
+
+def test_lfs_uploads_are_bounded_by_the_signed_size_and_cleaned(api, hub):
+    url, root = hub
+    api.create_repo("alice/up")
+    data = os.urandom(3000)
+    oid = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}]}
+    _, _, answer = _raw(url, "POST", "/alice/up.git/info/lfs/objects/batch", json.dumps(batch).encode(), _auth())
+    href = urlsplit(json.loads(answer)["objects"][0]["actions"]["upload"]["href"])
+    upload = f"{href.path}?{href.query}"
+    # announced larger than signed: refused before reading
+    assert _head_only(url, "PUT", upload, {"Content-Length": str(400 * 1024 * 1024)})[0] == 413
+    # longer, shorter or different content: refused, and no partial file stays behind
+    for body in (data + b"x", data[:-1], os.urandom(3000)):
+        status, _, _ = _raw(url, "PUT", upload, body)
+        assert status in (400, 413), status
+        assert list((root / "tmp").iterdir()) == []
+    assert _raw(url, "PUT", upload, data)[0] == 200
+    assert list((root / "tmp").iterdir()) == []
+    for query in ("size=1&expires=x&sig=y", "size=%C2%B2&expires=1&sig=y", "size=1&expires=99999999999&sig=%C3%A9"):
+        status, headers, _ = _raw(url, "PUT", f"{href.path}?{query}", b"x")
+        assert status in (400, 403) and headers["X-Error-Message"], query
+
+
+def test_stale_tmp_files_are_removed_at_startup(tmp_path):
+    root = tmp_path / "hub_root"
+    with running_server(root, token=TOKEN):
+        pass
+    old_file, old_dir, fresh = root / "tmp" / "a.tmp", root / "tmp" / "b.repo", root / "tmp" / "c.tmp"
+    old_file.write_bytes(b"x" * 1000)
+    (old_dir / "commits").mkdir(parents=True)
+    fresh.write_bytes(b"in flight")
+    two_hours_ago = time.time() - 7200
+    for path in (old_file, old_dir / "commits", old_dir):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    with running_server(root, token=TOKEN):
+        assert sorted(p.name for p in (root / "tmp").iterdir()) == ["c.tmp"]
+
+
+ALIAS_BOMB = "---\n" + "a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
+    f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcde", "bcdef")
+) + "---\n"
+
+
+def test_yaml_alias_bombs_are_refused_and_validation_stays_open(api, hub, tmp_path):
+    url, _ = hub
+    assert len(ALIAS_BOMB) < 400
+    refused = (ALIAS_BOMB, "---\na: &a [*a]\n---\n", "---\na: 2001-13-45\n---\n", "---\n" + "[" * 5000 + "\n---\n")
+    for content in refused:
+        status, headers, body = _raw(url, "POST", "/api/validate-yaml", json.dumps({"content": content}).encode())
+        assert status == 400, (content[:40], status)
+        assert json.loads(body)["errors"] and headers["X-Error-Message"]
+    assert _raw(url, "GET", "/api/health")[0] == 200
+    ok = _raw(url, "POST", "/api/validate-yaml", json.dumps({"content": README, "repoType": "model"}).encode())
+    assert ok[0] == 200 and json.loads(ok[2]) == {"errors": [], "warnings": []}
+
+    # the real client validates cards without a token (ModelCard.push_to_hub does), so the route stays open
+    from huggingface_hub import ModelCard
+
+    api.create_repo("alice/card")
+    ModelCard(README).push_to_hub("alice/card", token=TOKEN)
+    assert api.model_info("alice/card").card_data.license == "mit"
+    with pytest.raises(ValueError):
+        ModelCard(ALIAS_BOMB + "# bomb\n").validate()
+
+    # a README committed with a bomb, a recursive alias or odd shapes (raw: the client would validate it first)
+    # never breaks repo info or listings
+    for readme in (ALIAS_BOMB, "---\na: &a [*a]\n---\n", "---\ntags: 5\ndatasets: {x: 1}\nlibrary_name: [1]\n"
+                   "? 2020-01-01\n: 1\nn: .nan\n---\n", "---\nx: \"\\U0001F600\"\n---\n"):  # fmt: skip
+        content = base64.b64encode(readme.encode()).decode()
+        body = _ndjson({"key": "header", "value": {"summary": "card"}},
+                       {"key": "file", "value": {"path": "README.md", "content": content}})  # fmt: skip
+        assert _raw(url, "POST", "/api/models/alice/card/commit/main", body, _auth())[0] == 200
+        for path in ("/api/models/alice/card", "/api/models?author=alice&cardData=true&full=true"):
+            status, _, answer = _raw(url, "GET", path)
+            assert status == 200 and json.loads(answer), (readme, path)
+    assert api.model_info("alice/card").sha
+
+
+MALFORMED = [
+    ("POST", "/api/repos/create", b"[1,2]"),
+    ("POST", "/api/repos/create", b'"x"'),
+    ("POST", "/api/repos/create", b'{"name": 5}'),
+    ("POST", "/api/repos/create", b'{"name": "ok", "type": ["model"]}'),
+    ("POST", "/api/repos/create", b"{not json"),
+    ("POST", "/api/repos/create", b"[" * 10000 + b"]" * 10000),
+    ("DELETE", "/api/repos/delete", b"[1]"),
+    ("DELETE", "/api/repos/delete", b'{"name": "m", "type": {}}'),
+    ("POST", "/alice/m.git/info/lfs/objects/batch", b'{"objects": 5}'),
+    ("POST", "/alice/m.git/info/lfs/objects/batch", b'{"transfers": 5}'),
+    ("POST", "/alice/m.git/info/lfs/objects/batch", b"[]"),
+    ("POST", "/alice/m.git/info/lfs/objects/batch", b'{"objects": [{"oid": "x", "size": "big"}]}'),
+    ("POST", "/alice/m.git/info/lfs/objects/verify", b"[1]"),
+    ("POST", "/api/models/alice/m/preupload/main", b'{"files": [1]}'),
+    ("POST", "/api/models/alice/m/preupload/main", b'{"files": 5}'),
+    ("POST", "/api/models/alice/m/preupload/main", b'{"files": [{"path": "a", "size": "big"}]}'),
+    ("POST", "/api/models/alice/m/commit/main", b"[1]\n"),
+    ("POST", "/api/models/alice/m/commit/main", b'"str"\n'),
+    ("POST", "/api/models/alice/m/commit/main", b'{"key": "deletedFolder", "value": {"path": 5}}\n'),
+    ("POST", "/api/models/alice/m/commit/main", b'{"key": "file", "value": {"path": "a", "content": 5}}\n'),
+    ("POST", "/api/models/alice/m/commit/main", b'{"key": "header", "value": []}\n'),
+    ("POST", "/api/models/alice/m/commit/main", b'{"key": "copy", "value": {}}\n'),
+    ("POST", "/api/models/alice/m/commit/main", b'{"key": "file", "value": {"path": "\\ud800", "content": ""}}\n'),
+    ("POST", "/api/models/alice/m/paths-info/main", b'{"paths": 5}'),
+    ("POST", "/api/models/alice/m/paths-info/main", b"[1]"),
+    ("POST", "/api/models/alice/m/branch/dev", b"[1]"),
+    ("POST", "/api/models/alice/m/branch/dev", b'{"startingPoint": 5}'),
+    ("POST", "/api/models/alice/m/tag/main", b"[1]"),
+    ("POST", "/api/models/alice/m/tag/main", b'{"tag": ["x"]}'),
+    ("POST", "/api/validate-yaml", b"[1]"),
+    ("POST", "/api/validate-yaml", b'{"content": 5}'),
+    ("POST", "/api/models/alice/m/branch/" + "b" * 200, b"{}"),
+    ("POST", "/api/models/alice/m/tag/main", json.dumps({"tag": "t" * 200}).encode()),
+    ("POST", "/api/models/alice/m/branch/" + "%2B" * 99, b"{}"),
+]
+
+
+def test_malformed_bodies_answer_400_with_the_error_header(api, hub):
+    url, _ = hub
+    api.create_repo("alice/m")
+    for method, path, body in MALFORMED:
+        ctype = "application/x-ndjson" if "/commit/" in path else "application/json"
+        status, headers, answer = _raw(url, method, path, body, {**_auth(), "Content-Type": ctype})
+        assert status in (400, 422), (path, body[:80], status, answer[:300])
+        assert headers["X-Error-Message"], (path, body[:80])
+        assert "error" in json.loads(answer)
+    assert api.list_repo_files("alice/m") == [".gitattributes"]
+    assert {b.name for b in api.list_repo_refs("alice/m").branches} == {"main"}
+
+
+def test_paths_info_through_the_real_client(api):
+    api.create_repo("alice/paths")
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="d/x.txt", repo_id="alice/paths")
+    api.upload_file(path_or_fileobj=os.urandom(100), path_in_repo="w.bin", repo_id="alice/paths")
+    infos = api.get_paths_info("alice/paths", ["d/x.txt", "d", "w.bin", "missing.txt"])
+    assert [(type(i).__name__, i.path) for i in infos] == [("RepoFile", "d/x.txt"), ("RepoFolder", "d"),
+                                                            ("RepoFile", "w.bin")]  # fmt: skip
+    assert infos[2].lfs is not None and infos[2].lfs.size == 100
+    expanded = api.get_paths_info("alice/paths", "d/x.txt", expand=True)
+    assert expanded[0].last_commit is not None
+
+
+BAD_REF_NAMES = [
+    "a..b", "a@{b", "a b", "a~b", "a^b", "a:b", "a?b", "a*b", "a[b", "a\\b", "a\tb", ".a", "a/.b", "a.lock",
+    "a/b.lock/c", "a/", "a.", "a//b", "/a", "-a", "refs/heads/x", "refs/tags/v1", "x" * 101, "a" * 40, "é",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BAD_REF_NAMES)
+def test_bad_branch_and_tag_names_are_refused(api, name):
+    api.create_repo("alice/refs")
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.create_branch("alice/refs", branch=name)
+    assert exc.value.response.status_code == 400
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.create_tag("alice/refs", tag=name)
+    assert exc.value.response.status_code == 400
+    assert {b.name for b in api.list_repo_refs("alice/refs").branches} == {"main"}
+
+
+def test_good_ref_names_and_reading_revisions_are_unchanged(api, tmp_path):
+    api.create_repo("alice/goodrefs")
+    main = api.model_info("alice/goodrefs").sha
+    for name in ("feat/x", "v1.0", "release-2024_01+build", "a" * 100):
+        api.create_branch("alice/goodrefs", branch=name)
+        api.create_tag("alice/goodrefs", tag=f"t-{name}"[:100])
+        assert api.model_info("alice/goodrefs", revision=name).sha == main
+    assert api.model_info("alice/goodrefs", revision="refs/heads/main").sha == main
+    assert api.model_info("alice/goodrefs", revision="refs/tags/t-v1.0").sha == main
+    assert api.model_info("alice/goodrefs", revision=main[:7]).sha == main
+    for missing in ("refs/pr/1", "refs/convert/parquet", "x" * 300, "a..b"):
+        with pytest.raises(RevisionNotFoundError):
+            api.model_info("alice/goodrefs", revision=missing)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("alice/goodrefs", ".gitattributes", revision="refs/pr/1", cache_dir=tmp_path / "c")
+
+
+def test_lfs_verify_needs_read_access(api, hub):
+    url, _ = hub
+    api.create_repo("alice/vpriv", private=True)
+    data = os.urandom(2000)
+    oid = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}]}
+    _, _, answer = _raw(url, "POST", "/alice/vpriv.git/info/lfs/objects/batch", json.dumps(batch).encode(), _auth())
+    actions = json.loads(answer)["objects"][0]["actions"]
+    href = urlsplit(actions["upload"]["href"])
+    assert _raw(url, "PUT", f"{href.path}?{href.query}", data)[0] == 200
+    verify = urlsplit(actions["verify"]["href"]).path
+    assert verify == "/alice/vpriv.git/info/lfs/objects/verify"
+    body = json.dumps({"oid": oid, "size": len(data)}).encode()
+    assert _raw(url, "POST", verify, body, _auth())[0] == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        status, resp_headers, _ = _raw(url, "POST", verify, body, headers)
+        assert status == 404 and resp_headers["X-Error-Code"] == "RepoNotFound"
+        # the old repo-less verify route does not confirm stored objects any more
+        assert _raw(url, "POST", "/api/lfs/verify", body, headers)[0] == 404
+    api.create_repo("alice/vpub")
+    assert _raw(url, "POST", "/alice/vpub.git/info/lfs/objects/verify", body)[0] == 200  # public: like downloads
+    missing = json.dumps({"oid": "0" * 64, "size": 1}).encode()
+    assert _raw(url, "POST", "/alice/vpub.git/info/lfs/objects/verify", missing)[0] == 404
+    # the real client's LFS upload (batch, upload, verify) still works on a private repo
+    api.upload_file(path_or_fileobj=os.urandom(5000), path_in_repo="w.bin", repo_id="alice/vpriv")
+    assert "w.bin" in api.list_repo_files("alice/vpriv")

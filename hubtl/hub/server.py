@@ -29,7 +29,14 @@ so). Downloads never use Xet here: the server sends no Xet headers.
 
 Auth: with a ``token``, every write (create/delete repo, preupload, commit, LFS batch, branch,
 tag) needs ``Authorization: Bearer <token>``; reads of private repos need it too (without it a
-private repo answers 404, like a missing one). Without a token the server is open.
+private repo answers 404, like a missing one), LFS verify included. Without a token the server is
+open. ``/api/validate-yaml`` stays open, as on the Hub: the client's ``RepoCard.validate`` (called
+by ``ModelCard.push_to_hub``) sends no token.
+
+Hostile input: authentication and authorisation come before any request body is read; JSON
+bodies are capped at 16 MiB, commit NDJSON is streamed line by line (16 MiB per line), LFS uploads
+at the size the batch call declared; every body is validated by shape (pydantic), so malformed
+input answers 400 with ``X-Error-Message``; YAML is parsed with a loader that refuses alias bombs.
 
 Bare repo ids (``name``) are aliases of ``<DEFAULT_USER>/name``, the namespace a repo created
 without an organization gets (the Hub does the same with the user's namespace).
@@ -37,12 +44,14 @@ without an organization gets (the Hub does the same with the user's namespace).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import fnmatch
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import shutil
@@ -50,19 +59,22 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 try:  # cross-process lock on POSIX; a thread lock is used everywhere
     import fcntl
@@ -75,10 +87,22 @@ DEFAULT_USER = "hubtl"
 DEFAULT_BRANCH = "main"
 LFS_SIZE_THRESHOLD = 1024 * 1024  # files above 1 MiB are uploaded through LFS
 _UPLOAD_URL_TTL_S = 3600
+_MAX_JSON_BODY = 16 * 1024 * 1024  # any JSON request body
+_MAX_COMMIT_LINE = 16 * 1024 * 1024  # one NDJSON line of a commit (inline files are base64 in it)
+_MAX_COMMIT_OPERATIONS = 100_000
+_MAX_LIST_ITEMS = 10_000  # files of a preupload call, paths of a paths-info call (the client sends <= 500)
+_MAX_REF_LENGTH = 100
+_MAX_FRONT_MATTER = 1024 * 1024
+_YAML_MAX_ALIASES = 100  # alias events in one YAML document
+_YAML_MAX_ALIAS_NODES = 10_000  # nodes that aliases may add once expanded
+_YAML_MAX_DEPTH = 64
+_YAML_CONCURRENCY = 2  # YAML validations running at once (the route needs no token)
+_TMP_MAX_AGE_S = 3600  # leftovers of crashed requests in root/tmp older than this are removed at start-up
+_REPO_TYPES = ("model", "dataset", "space")
 _KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
-_REF_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]{0,199}")
+_REF_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _FULL_SHA_RE = re.compile(r"[0-9a-f]{40}")
 _SHORT_SHA_RE = re.compile(r"[0-9a-f]{7,39}")
@@ -127,29 +151,61 @@ def _entry_not_found(path: str, commit: str | None = None) -> _HubHTTPError:
     return _HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound", headers)
 
 
+def _too_large(limit: int, what: str = "Request body") -> _HubHTTPError:
+    """A 413 for a body (or body line) above its limit."""
+    return _HubHTTPError(413, f"{what} larger than {limit} bytes: send less per request")
+
+
+def _invalid_body(exc: ValidationError, what: str = "request body") -> _HubHTTPError:
+    """A 400 naming the fields of a body that do not have the expected shape."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:5])
+    return _bad_request(f"Invalid {what}: {problems}")
+
+
+def _header_value(message: str) -> str:
+    """``message`` as a safe HTTP header value: ASCII with escapes, at most 1000 characters."""
+    return message.encode("unicode_escape").decode("ascii")[:1000].strip()
+
+
+class _HubJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped, so that any string (even a lone surrogate) renders."""
+
+    def render(self, content: Any) -> bytes:
+        """Serialise ``content`` as ASCII JSON."""
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def _error_response(status: int, message: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
-    """Render an error as ``{"error": message}`` with optional X-Error-Code."""
-    out = dict(headers or {})
+    """Render an error as ``{"error": message}`` with X-Error-Message (and X-Error-Code if given)."""
+    out = {"X-Error-Message": _header_value(message), **(headers or {})}
     if code:
         out["X-Error-Code"] = code
-    return JSONResponse({"error": message}, status_code=status, headers=out)
+    return _HubJSONResponse({"error": message}, status_code=status, headers=out)
 
 
 # --------------------------------------------------------------------------- validation
 
 
+def _check_repo_type(repo_type: Any) -> str:
+    """Validate a repo type (400 otherwise): it becomes a directory name under ``root/repos``."""
+    if repo_type not in _REPO_TYPES:
+        raise _bad_request(f"Invalid repo type: {str(repo_type)[:100]!r} (use one of {', '.join(_REPO_TYPES)})")
+    return repo_type
+
+
 def _check_repo_part(part: str, what: str) -> str:
     """Validate a namespace or repo name with the Hub's rules (400 otherwise)."""
     if not _NAME_RE.fullmatch(part) or "--" in part or ".." in part or part.endswith(".git"):
-        raise _bad_request(f"Invalid {what}: {part!r} (use letters, digits, '-', '_', '.'; max 96 chars)")
+        raise _bad_request(f"Invalid {what}: {part[:200]!r} (use letters, digits, '-', '_', '.'; max 96 chars)")
     return part
 
 
 def _check_file_path(path: Any) -> str:
     """Validate a file path inside a repo: relative, '/'-separated, no '..', no control chars."""
     if not isinstance(path, str) or not path or len(path) > 1000:
-        raise _bad_request(f"Invalid file path: {path!r}")
-    if path.startswith("/") or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise _bad_request(f"Invalid file path: {str(path)[:1000]!r}")
+    bad_char = any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in path)  # controls, surrogates
+    if path.startswith("/") or "\\" in path or bad_char:
         raise _bad_request(f"Invalid file path: {path!r}")
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts) or any(p in _FORBIDDEN_DIRS for p in parts[:-1]):
@@ -157,16 +213,35 @@ def _check_file_path(path: Any) -> str:
     return path
 
 
+def _ref_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a branch or tag (git's check-ref-format rules, stricter), None if it can."""
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    if len(name) > _MAX_REF_LENGTH or len(quote(name, safe="")) > 255:  # one file name on disk
+        return f"it is longer than {_MAX_REF_LENGTH} characters"
+    if not _REF_RE.fullmatch(name):
+        return "use letters, digits and '_ . + / -', starting with a letter, digit or '_'"
+    if ".." in name or "//" in name or name.endswith(("/", ".")):
+        return "it contains '..' or '//', or ends with '/' or '.'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
+        return "a component starts with '.' or ends with '.lock'"
+    if name.startswith("refs/"):
+        return "it starts with 'refs/' (give the bare name)"
+    if _FULL_SHA_RE.fullmatch(name):
+        return "it looks like a commit id"
+    return None
+
+
 def _is_ref_name(name: Any) -> bool:
     """Whether ``name`` is an acceptable branch or tag name."""
-    return (
-        isinstance(name, str)
-        and bool(_REF_RE.fullmatch(name))
-        and ".." not in name
-        and "//" not in name
-        and not name.endswith(("/", ".", ".lock"))
-        and not _FULL_SHA_RE.fullmatch(name)
-    )
+    return _ref_name_problem(name) is None
+
+
+def _check_new_ref(name: Any, what: str) -> str:
+    """Validate the name of a branch or tag to create (400 saying why otherwise)."""
+    if (problem := _ref_name_problem(name)) is not None:
+        raise _bad_request(f"Invalid {what} name {str(name)[:120]!r}: {problem}")
+    return name
 
 
 def _decode_segments(raw_path: bytes) -> list[str]:
@@ -227,14 +302,83 @@ def _canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class _InvalidYaml(ValueError):
+    """YAML that is malformed, or refused as an alias bomb."""
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
+
+
+def _check_yaml_events(text: str) -> None:
+    """Refuse recursive aliases, aliases that expand beyond a small budget and deep nesting (from parse events)."""
+    sizes: dict[str, int] = {}  # anchor -> how many nodes it stands for, aliases below it expanded
+    open_nodes: list[list] = []  # [anchor, size so far] of each collection being parsed
+    aliases = alias_nodes = 0
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                raise _InvalidYaml(f"alias *{event.anchor} refers to an unknown or enclosing anchor")
+            size = sizes[event.anchor]
+            aliases, alias_nodes = aliases + 1, alias_nodes + size
+            if aliases > _YAML_MAX_ALIASES or alias_nodes > _YAML_MAX_ALIAS_NODES:
+                raise _InvalidYaml(
+                    f"YAML aliases expand beyond {_YAML_MAX_ALIASES} aliases or {_YAML_MAX_ALIAS_NODES} nodes"
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) >= _YAML_MAX_DEPTH:
+                raise _InvalidYaml(f"YAML nested deeper than {_YAML_MAX_DEPTH} levels")
+            open_nodes.append([event.anchor, 1])
+            continue
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        else:  # stream and document start/end
+            continue
+        if open_nodes:
+            open_nodes[-1][1] += size
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse one YAML document safely, refusing alias bombs (raises _InvalidYaml)."""
+    try:
+        _check_yaml_events(text)
+        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    except Exception as exc:  # PyYAML's constructors raise ValueError, AttributeError... on odd tagged scalars
+        raise _InvalidYaml(str(exc)) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML data as JSON values: dates, binary and non-finite numbers become strings, sets lists."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else _json_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    return str(value)
+
+
+def _json_key(key: Any) -> str:
+    """A non-string mapping key as ``json.dumps`` would write it (``null``, ``true``, ``1``), else ``str``."""
+    return json.dumps(key) if key is None or isinstance(key, (bool, int, float)) else str(key)
+
+
 def _front_matter(text: str) -> dict | None:
-    """The YAML front matter of a README (None when absent); raises yaml.YAMLError when invalid."""
-    match = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", text.replace("\r\n", "\n"), re.S)
+    """The YAML front matter of a README (None when absent); raises _InvalidYaml when invalid or too large."""
+    # huggingface_hub.repocard's block syntax; its RepoCard/metadata_load call yaml.safe_load with no way to
+    # pass a loader, so the block is parsed here with the bounded loader
+    match = REGEX_YAML_BLOCK.search(text)
     if not match:
         return None
-    data = yaml.safe_load(match.group(1))
-    # YAML dates etc. become strings so that the result is JSON-serialisable
-    return json.loads(json.dumps(data, default=str)) if isinstance(data, dict) else None
+    if len(match.group(2)) > _MAX_FRONT_MATTER:
+        raise _InvalidYaml(f"front matter larger than {_MAX_FRONT_MATTER} characters")
+    data = _load_yaml(match.group(2))
+    return _jsonable(data) if isinstance(data, dict) else None
 
 
 def _lfs_patterns(gitattributes: bytes | None) -> list[str]:
@@ -274,7 +418,8 @@ def _make_repo(repo_type: str, parts: list[str]) -> _Repo:
         parts = [DEFAULT_USER, parts[0]]
     if len(parts) != 2:
         raise _bad_request("Repo id must be 'name' or 'namespace/name'")
-    return _Repo(repo_type, _check_repo_part(parts[0], "namespace"), _check_repo_part(parts[1], "repo name"))
+    namespace, name = _check_repo_part(parts[0], "namespace"), _check_repo_part(parts[1], "repo name")
+    return _Repo(_check_repo_type(repo_type), namespace, name)
 
 
 class _Store:
@@ -285,6 +430,21 @@ class _Store:
         for sub in ("blobs", "repos", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._thread_lock = threading.Lock()
+        self.remove_stale_tmp()
+
+    def remove_stale_tmp(self, max_age_s: float = _TMP_MAX_AGE_S) -> None:
+        """Remove what crashed requests left in ``tmp/`` (partial uploads, staging folders) older than ``max_age_s``."""
+        cutoff = time.time() - max_age_s
+        for entry in (self.root / "tmp").iterdir():
+            try:
+                if entry.lstat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            except OSError:  # removed meanwhile by another process sharing the root
+                pass
 
     # -- low level
 
@@ -410,14 +570,14 @@ class _Store:
         path = self._ref_file(repo, kind, name)
         try:
             return path.read_text().strip() if path is not None else None
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def set_ref(self, repo: _Repo, kind: str, name: str, commit_id: str) -> None:
         """Point a ref at a commit (atomically)."""
         path = self._ref_file(repo, kind, name)
         if path is None:
-            raise _bad_request(f"Invalid {'branch' if kind == 'heads' else 'tag'} name: {name!r}")
+            _check_new_ref(name, "branch" if kind == "heads" else "tag")
         self.atomic_write(path, commit_id.encode())
 
     def delete_ref(self, repo: _Repo, kind: str, name: str) -> bool:
@@ -522,19 +682,204 @@ def _check_no_file_dir_clash(tree: dict) -> None:
                 raise _bad_request(f"'{'/'.join(parts[:i])}' is a file, cannot add '{path}'")
 
 
+# --------------------------------------------------------------------------- request bodies
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Body(BaseModel):
+    """A request body: fields the server does not use are ignored, like on the Hub."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _CreateRepoBody(_Body):
+    name: str
+    organization: str | None = None
+    type: Literal["model", "dataset", "space"] | None = None
+    private: bool | None = None
+    visibility: str | None = None
+
+
+class _DeleteRepoBody(_Body):
+    name: str
+    organization: str | None = None
+    type: Literal["model", "dataset", "space"] | None = None
+
+
+class _ValidateYamlBody(_Body):
+    content: str = ""
+    repoType: str | None = None
+
+
+class _LfsObject(_Body):
+    oid: str
+    size: int
+
+
+class _LfsBatchBody(_Body):
+    operation: str = "upload"
+    transfers: list[str] | None = None
+    objects: list[_LfsObject] = Field(default_factory=list, max_length=_MAX_LIST_ITEMS)
+    hash_algo: str = "sha256"
+
+
+class _LfsVerifyBody(_Body):
+    oid: str
+    size: int | None = None
+
+
+class _PreuploadFile(_Body):
+    path: str
+    size: int = Field(0, ge=0)
+    sample: str = ""
+
+
+class _PreuploadBody(_Body):
+    files: list[_PreuploadFile] = Field(default_factory=list, max_length=_MAX_LIST_ITEMS)
+
+
+class _PathsInfoBody(_Body):
+    paths: Annotated[list[str], Field(max_length=_MAX_LIST_ITEMS)] | str = Field(default_factory=list)
+    expand: bool = False
+
+
+class _BranchBody(_Body):
+    startingPoint: str | None = None
+
+
+class _TagBody(_Body):
+    tag: str
+    message: str | None = None
+
+
+class _CommitHeader(_Body):
+    summary: str | None = None
+    description: str | None = None
+    parentCommit: str | None = None
+
+
+class _FileValue(_Body):
+    path: str
+    content: str
+    encoding: str = "base64"
+
+
+class _LfsFileValue(_Body):
+    path: str
+    algo: str = "sha256"
+    oid: str
+    size: int | None = None
+
+
+class _PathValue(_Body):
+    path: str
+
+
+class _HeaderLine(_Body):
+    key: Literal["header"]
+    value: _CommitHeader
+
+
+class _FileLine(_Body):
+    key: Literal["file"]
+    value: _FileValue
+
+
+class _LfsFileLine(_Body):
+    key: Literal["lfsFile"]
+    value: _LfsFileValue
+
+
+class _DeleteLine(_Body):
+    key: Literal["deletedFile", "deletedFolder"]
+    value: _PathValue
+
+
+_COMMIT_LINE = TypeAdapter(Annotated[_HeaderLine | _FileLine | _LfsFileLine | _DeleteLine, Field(discriminator="key")])
+
+
+def _parse_json(model: type[_M], body: bytes) -> _M:
+    """Validate a JSON body against its model (400 naming the bad fields); an empty body means ``{}``."""
+    try:
+        return model.model_validate_json(body if body.strip() else b"{}")
+    except ValidationError as exc:
+        raise _invalid_body(exc) from None
+
+
+def _check_declared_length(request: Request, limit: int) -> None:
+    """413 right away when the Content-Length header announces more than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if re.fullmatch(r"[0-9]+", declared) and int(declared) > limit:
+        raise _too_large(limit)
+
+
+def _limited(request: Request, limit: int = _MAX_JSON_BODY) -> Request:
+    """The same request, whose body reads (``body()``, ``form()``) fail with a 413 beyond ``limit`` bytes."""
+    _check_declared_length(request, limit)
+    received = 0
+
+    async def receive() -> dict:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise _too_large(limit)
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def _read_json(request: Request, model: type[_M]) -> _M:
+    """Read (at most 16 MiB) and validate a JSON body."""
+    return _parse_json(model, await _limited(request).body())
+
+
+async def _read_paths_info(request: Request) -> _PathsInfoBody:
+    """The body of a paths-info call: a form (what ``HfApi.get_paths_info`` sends) or JSON."""
+    limited = _limited(request)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return _parse_json(_PathsInfoBody, await limited.body())
+    form = await limited.form(max_files=0, max_fields=_MAX_LIST_ITEMS + 10)
+    try:
+        return _PathsInfoBody.model_validate({"paths": form.getlist("paths"), "expand": form.get("expand") or False})
+    except ValidationError as exc:
+        raise _invalid_body(exc) from None
+
+
+async def _ndjson_lines(request: Request, max_line: int) -> AsyncIterator[bytes]:
+    """The non-blank lines of an NDJSON body as they arrive; a line above ``max_line`` bytes is a 413."""
+    pending = bytearray()
+    async for chunk in request.stream():
+        pending += chunk
+        if b"\n" in chunk:
+            *lines, rest = bytes(pending).split(b"\n")
+            pending = bytearray(rest)
+            for line in lines:
+                if len(line) > max_line:
+                    raise _too_large(max_line, "Commit line")
+                if line.strip():
+                    yield line
+        if len(pending) > max_line:
+            raise _too_large(max_line, "Commit line")
+    if pending.strip():
+        yield bytes(pending)
+
+
 # --------------------------------------------------------------------------- request helpers
 
 
 @dataclass
 class _Ctx:
-    """What a repo API handler needs: store, auth, repo, parsed URL parts and the request body."""
+    """What a repo API handler needs: store, auth, repo, parsed URL parts, repo metadata and the parsed body."""
 
     store: _Store
     token: str | None
     request: Request
     repo: _Repo
     args: list[str] = field(default_factory=list)
-    body: bytes = b""
+    meta: dict = field(default_factory=dict)
+    data: Any = None
 
     @property
     def base_url(self) -> str:
@@ -565,8 +910,7 @@ def _require_write(request: Request, token: str | None) -> None:
     if _authorized(request, token):
         return
     if request.headers.get("authorization"):
-        message = "Invalid credentials in Authorization header"
-        raise _HubHTTPError(401, message, headers={"X-Error-Message": message})
+        raise _HubHTTPError(401, "Invalid credentials in Authorization header")
     raise _HubHTTPError(401, "Write access requires a token: send 'Authorization: Bearer <token>'")
 
 
@@ -585,14 +929,6 @@ def _commit_at(ctx: _Ctx, revision: str) -> tuple[str, dict]:
     if commit is None:
         raise _revision_not_found(revision)
     return commit_id, commit
-
-
-def _json_body(body: bytes) -> Any:
-    """Parse a JSON request body (400 when invalid); empty means ``{}``."""
-    try:
-        return json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad_request(f"Invalid JSON body: {exc}") from exc
 
 
 def _query_flag(request: Request, name: str) -> bool:
@@ -636,24 +972,34 @@ def _card_data(store: _Store, tree: dict) -> dict | None:
         return None
     try:
         return _front_matter(store.read_blob(entry["sha256"]).decode("utf-8", errors="replace"))
-    except (yaml.YAMLError, OSError):
+    except (_InvalidYaml, OSError):
         return None
+
+
+def _str_list(value: Any) -> list[str]:
+    """A card field that should be a list of strings (a lone string is a one-item list; other shapes are dropped)."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value if isinstance(v, (str, int, float))] if isinstance(value, list) else []
+
+
+def _str_or_none(value: Any) -> str | None:
+    """A card field that should be a string (None for other shapes)."""
+    return value if isinstance(value, str) else None
 
 
 def _tags(card: dict | None) -> list[str]:
     """Hub-style tags derived from card data (tags, library, license, datasets)."""
     if not card:
         return []
-    raw = card.get("tags") or []
-    tags = [str(t) for t in ([raw] if isinstance(raw, str) else raw)]
+    tags = _str_list(card.get("tags"))
     if card.get("library_name"):
         tags.append(str(card["library_name"]))
     if card.get("pipeline_tag"):
         tags.append(str(card["pipeline_tag"]))
     if isinstance(card.get("license"), str):
         tags.append(f"license:{card['license']}")
-    datasets = card.get("datasets") or []
-    tags += [f"dataset:{d}" for d in ([datasets] if isinstance(datasets, str) else datasets)]
+    tags += [f"dataset:{d}" for d in _str_list(card.get("datasets"))]
     return list(dict.fromkeys(tags))
 
 
@@ -688,8 +1034,8 @@ def _repo_summary(
     if repo.type == "model":
         out["modelId"] = repo.id
         if card_data:
-            out["library_name"] = card_data.get("library_name")
-            out["pipeline_tag"] = card_data.get("pipeline_tag")
+            out["library_name"] = _str_or_none(card_data.get("library_name"))
+            out["pipeline_tag"] = _str_or_none(card_data.get("pipeline_tag"))
     if card and card_data is not None:
         out["cardData"] = card_data
     if files:
@@ -754,18 +1100,18 @@ def _with_last_commits(ctx: _Ctx, head: str, items: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- repo API handlers
+# Each runs in a worker thread after the dispatcher checked auth, loaded the repo (ctx.meta) and read
+# the body (ctx.data).
 
 
 def _h_info(ctx: _Ctx) -> dict:
     """GET /api/<kind>/<repo>[/revision/<rev>]: repo info at a revision."""
-    meta = _load_repo(ctx)
     commit_id, commit = _commit_at(ctx, ctx.revision)
-    return _repo_summary(ctx.store, ctx.repo, meta, commit_id, commit, card=True, files=True)
+    return _repo_summary(ctx.store, ctx.repo, ctx.meta, commit_id, commit, card=True, files=True)
 
 
 def _h_tree(ctx: _Ctx) -> list[dict]:
     """GET /api/<kind>/<repo>/tree/<rev>[/<path>]: list files and folders."""
-    _load_repo(ctx)
     revision = ctx.args[0] if ctx.args else DEFAULT_BRANCH
     prefix = "/".join(ctx.args[1:]).strip("/")
     commit_id, commit = _commit_at(ctx, revision)
@@ -786,33 +1132,22 @@ def _h_tree(ctx: _Ctx) -> list[dict]:
     return _with_last_commits(ctx, commit_id, items) if _query_flag(ctx.request, "expand") else items
 
 
-async def _form_paths(request: Request) -> tuple[list[str], bool]:
-    """The ``paths`` and ``expand`` fields of a paths-info request (form or JSON)."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        data = _json_body(await request.body())
-        paths = data.get("paths", [])
-        return ([paths] if isinstance(paths, str) else list(paths)), bool(data.get("expand"))
-    form = await request.form()
-    return [str(p) for p in form.getlist("paths")], str(form.get("expand", "")).lower() in ("1", "true")
-
-
-def _h_paths_info(ctx: _Ctx, paths: list[str], expand: bool) -> list[dict]:
+def _h_paths_info(ctx: _Ctx) -> list[dict]:
     """POST /api/<kind>/<repo>/paths-info/<rev>: info about the given paths that exist."""
-    _load_repo(ctx)
+    body: _PathsInfoBody = ctx.data
     commit_id, commit = _commit_at(ctx, ctx.revision)
     tree, folders = commit["tree"], _folders(commit["tree"])
     items = []
-    for path in (p.strip("/") for p in paths):
+    for path in (p.strip("/") for p in ([body.paths] if isinstance(body.paths, str) else body.paths)):
         if path in tree:
             items.append(_file_json(path, tree[path]))
         elif path in folders:
             items.append(_dir_json(tree, path))
-    return _with_last_commits(ctx, commit_id, items) if expand else items
+    return _with_last_commits(ctx, commit_id, items) if body.expand else items
 
 
 def _h_refs(ctx: _Ctx) -> dict:
     """GET /api/<kind>/<repo>/refs: branches and tags."""
-    _load_repo(ctx)
 
     def refs(kind: str, prefix: str) -> list[dict]:
         return [{"name": n, "ref": f"{prefix}{n}", "targetCommit": c} for n, c in ctx.store.list_refs(ctx.repo, kind)]
@@ -823,7 +1158,6 @@ def _h_refs(ctx: _Ctx) -> dict:
 
 def _h_commits(ctx: _Ctx) -> list[dict]:
     """GET /api/<kind>/<repo>/commits/<rev>: history from a revision back to the first commit."""
-    _load_repo(ctx)
     commit_id, commit = _commit_at(ctx, ctx.revision)
     out = []
     while commit is not None:
@@ -836,18 +1170,15 @@ def _h_commits(ctx: _Ctx) -> list[dict]:
 
 def _h_preupload(ctx: _Ctx) -> dict:
     """POST /api/<kind>/<repo>/preupload/<rev>: decide regular vs LFS upload for each file."""
-    _require_write(ctx.request, ctx.token)
-    _refuse_pull_requests(ctx.request)
-    _load_repo(ctx)
+    body: _PreuploadBody = ctx.data
     _, commit = _commit_at(ctx, ctx.revision)
-    data = _json_body(ctx.body)
     tree = commit["tree"]
     attributes = tree.get(".gitattributes")
     patterns = _lfs_patterns(ctx.store.read_blob(attributes["sha256"]) if attributes else None)
     files = []
-    for item in data.get("files") or []:
-        path = _check_file_path(item.get("path"))
-        mode = _upload_mode(path, int(item.get("size") or 0), item.get("sample") or "", patterns)
+    for item in body.files:
+        path = _check_file_path(item.path)
+        mode = _upload_mode(path, item.size, item.sample, patterns)
         existing = tree.get(path)
         oid = (existing["sha256"] if existing["lfs"] else existing["blobId"]) if existing else None
         files.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
@@ -865,64 +1196,60 @@ def _upload_mode(path: str, size: int, sample_b64: str, lfs_patterns: list[str])
     return "regular"
 
 
-def _prepare_operations(store: _Store, body: bytes) -> tuple[dict, list[dict]]:
-    """Parse a commit NDJSON payload into (header, operations), storing inline file contents."""
-    header: dict = {}
-    ops: list[dict] = []
-    for line in body.splitlines():
-        if not line.strip():
+async def _read_commit(store: _Store, request: Request) -> tuple[dict, list[dict]]:
+    """Stream a commit's NDJSON payload into (header, operations), storing inline file contents as they come."""
+    header, ops = _CommitHeader(), []
+    async for line in _ndjson_lines(request, _MAX_COMMIT_LINE):
+        try:
+            item = _COMMIT_LINE.validate_json(line)
+        except ValidationError as exc:
+            raise _invalid_body(exc, "commit line") from None
+        if isinstance(item, _HeaderLine):
+            header = item.value
             continue
-        item = _json_body(line)
-        key, value = item.get("key"), item.get("value")
-        if not isinstance(value, dict):
-            raise _bad_request(f"Malformed commit line: {line[:200]!r}")
-        if key == "header":
-            header = value
-            continue
-        if key not in ("file", "lfsFile", "deletedFile", "deletedFolder"):
-            raise _bad_request(f"Unsupported commit operation: {key!r}")
-        path = _check_file_path(value.get("path", "").rstrip("/") if key == "deletedFolder" else value.get("path"))
-        if key == "file":
-            ops.append({"kind": "add", "path": path, "entry": store._regular_entry(_inline_content(value))})
-        elif key == "lfsFile":
-            ops.append({"kind": "add", "path": path, "entry": _lfs_operation_entry(store, value)})
-        else:
-            ops.append({"kind": key, "path": path})
+        if len(ops) >= _MAX_COMMIT_OPERATIONS:
+            raise _bad_request(f"More than {_MAX_COMMIT_OPERATIONS} operations in one commit: split it into several")
+        ops.append(await run_in_threadpool(_prepare_operation, store, item))
     if not ops:
         raise _bad_request("Empty commit: no operations")
-    return header, ops
+    return header.model_dump(), ops
 
 
-def _inline_content(value: dict) -> bytes:
+def _prepare_operation(store: _Store, item: _FileLine | _LfsFileLine | _DeleteLine) -> dict:
+    """One validated commit line as an operation for ``_Store.commit`` (inline content is stored now)."""
+    if isinstance(item, _FileLine):
+        path = _check_file_path(item.value.path)
+        return {"kind": "add", "path": path, "entry": store._regular_entry(_inline_content(item.value))}
+    if isinstance(item, _LfsFileLine):
+        path = _check_file_path(item.value.path)
+        return {"kind": "add", "path": path, "entry": _lfs_operation_entry(store, item.value)}
+    path = item.value.path.rstrip("/") if item.key == "deletedFolder" else item.value.path
+    return {"kind": item.key, "path": _check_file_path(path)}
+
+
+def _inline_content(value: _FileValue) -> bytes:
     """Decode the content of a ``file`` commit line (base64, or plain text)."""
-    content = value.get("content")
-    if not isinstance(content, str):
-        raise _bad_request("Commit file line without content")
-    if value.get("encoding", "base64") != "base64":
-        return content.encode("utf-8")
+    if value.encoding != "base64":
+        return value.content.encode("utf-8")
     try:
-        return base64.b64decode(content, validate=True)
+        return base64.b64decode(value.content, validate=True)
     except ValueError as exc:
-        raise _bad_request(f"Invalid base64 content for {value.get('path')!r}") from exc
+        raise _bad_request(f"Invalid base64 content for {value.path!r}") from exc
 
 
-def _lfs_operation_entry(store: _Store, value: dict) -> dict:
+def _lfs_operation_entry(store: _Store, value: _LfsFileValue) -> dict:
     """The tree entry for an ``lfsFile`` commit line, checking that the object was uploaded."""
-    oid = str(value.get("oid", "")).lower()
-    if value.get("algo", "sha256") != "sha256" or not _SHA256_RE.fullmatch(oid):
-        raise _bad_request(f"Invalid LFS oid for {value.get('path')!r}")
-    size = value.get("size")
-    if not store.has_blob(oid, size if isinstance(size, int) else None):
-        raise _bad_request(f"LFS object {oid} for {value.get('path')!r} was not uploaded (or has another size)")
+    oid = value.oid.lower()
+    if value.algo != "sha256" or not _SHA256_RE.fullmatch(oid):
+        raise _bad_request(f"Invalid LFS oid for {value.path!r}")
+    if not store.has_blob(oid, value.size):
+        raise _bad_request(f"LFS object {oid} for {value.path!r} was not uploaded (or has another size)")
     return store._lfs_entry(oid, store.blob_path(oid).stat().st_size)
 
 
 def _h_commit(ctx: _Ctx) -> dict:
-    """POST /api/<kind>/<repo>/commit/<branch>: create a commit from an NDJSON payload."""
-    _require_write(ctx.request, ctx.token)
-    _refuse_pull_requests(ctx.request)
-    _load_repo(ctx)
-    header, ops = _prepare_operations(ctx.store, ctx.body)
+    """POST /api/<kind>/<repo>/commit/<branch>: create a commit from the streamed NDJSON payload."""
+    header, ops = ctx.data
     commit_id = ctx.store.commit(ctx.repo, ctx.revision, ops, header, DEFAULT_USER)
     return {"success": True, "commitOid": commit_id, "pullRequestUrl": None,
             "commitUrl": f"{ctx.base_url}/{ctx.repo.url_path}/commit/{commit_id}"}  # fmt: skip
@@ -930,24 +1257,18 @@ def _h_commit(ctx: _Ctx) -> dict:
 
 def _h_create_branch(ctx: _Ctx) -> dict:
     """POST /api/<kind>/<repo>/branch/<name>: create a branch from a revision (default: main)."""
-    _require_write(ctx.request, ctx.token)
-    _load_repo(ctx)
-    branch = ctx.revision
-    if not _is_ref_name(branch):
-        raise _bad_request(f"Invalid branch name: {branch!r}")
-    start = _json_body(ctx.body).get("startingPoint") or DEFAULT_BRANCH
+    branch = _check_new_ref(ctx.revision, "branch")
+    start = ctx.data.startingPoint or DEFAULT_BRANCH
     with ctx.store.write_lock():
         if ctx.store.get_ref(ctx.repo, "heads", branch) is not None:
             raise _HubHTTPError(409, f"Reference already exists: refs/heads/{branch}")
-        commit_id, _ = _commit_at(ctx, str(start))
+        commit_id, _ = _commit_at(ctx, start)
         ctx.store.set_ref(ctx.repo, "heads", branch, commit_id)
     return {}
 
 
 def _h_delete_branch(ctx: _Ctx) -> dict:
     """DELETE /api/<kind>/<repo>/branch/<name>: delete a branch other than main."""
-    _require_write(ctx.request, ctx.token)
-    _load_repo(ctx)
     if ctx.revision == DEFAULT_BRANCH:
         raise _HubHTTPError(403, "Cannot delete the default branch")
     with ctx.store.write_lock():
@@ -958,11 +1279,7 @@ def _h_delete_branch(ctx: _Ctx) -> dict:
 
 def _h_create_tag(ctx: _Ctx) -> dict:
     """POST /api/<kind>/<repo>/tag/<rev>: tag a revision."""
-    _require_write(ctx.request, ctx.token)
-    _load_repo(ctx)
-    tag = _json_body(ctx.body).get("tag")
-    if not _is_ref_name(tag):
-        raise _bad_request(f"Invalid tag name: {tag!r}")
+    tag = _check_new_ref(ctx.data.tag, "tag")
     with ctx.store.write_lock():
         if ctx.store.get_ref(ctx.repo, "tags", tag) is not None:
             raise _HubHTTPError(409, f"Tag already exists: {tag}")
@@ -973,8 +1290,6 @@ def _h_create_tag(ctx: _Ctx) -> dict:
 
 def _h_delete_tag(ctx: _Ctx) -> dict:
     """DELETE /api/<kind>/<repo>/tag/<name>: delete a tag."""
-    _require_write(ctx.request, ctx.token)
-    _load_repo(ctx)
     with ctx.store.write_lock():
         if not ctx.store.delete_ref(ctx.repo, "tags", ctx.revision):
             raise _revision_not_found(ctx.revision)
@@ -986,21 +1301,51 @@ def _h_no_xet(ctx: _Ctx) -> dict:
     raise _HubHTTPError(501, "This server does not support Xet storage: set HF_HUB_DISABLE_XET=1 in the client")
 
 
-_REPO_HANDLERS = {
-    ("GET", None): _h_info,
-    ("GET", "revision"): _h_info,
-    ("GET", "tree"): _h_tree,
-    ("GET", "refs"): _h_refs,
-    ("GET", "commits"): _h_commits,
-    ("POST", "preupload"): _h_preupload,
-    ("POST", "commit"): _h_commit,
-    ("POST", "branch"): _h_create_branch,
-    ("DELETE", "branch"): _h_delete_branch,
-    ("POST", "tag"): _h_create_tag,
-    ("DELETE", "tag"): _h_delete_tag,
-    ("GET", "xet-write-token"): _h_no_xet,
-    ("GET", "xet-read-token"): _h_no_xet,
+@dataclass(frozen=True)
+class _Action:
+    """How the repo API serves one (method, action): handler, whether it writes, which body it reads."""
+
+    handler: Callable[[_Ctx], Any]
+    write: bool = False
+    body: type[BaseModel] | None = None  # a JSON body of this shape (paths-info: a form too)
+    needs_repo: bool = True
+
+
+_REPO_ACTIONS = {
+    ("GET", None): _Action(_h_info),
+    ("GET", "revision"): _Action(_h_info),
+    ("GET", "tree"): _Action(_h_tree),
+    ("GET", "refs"): _Action(_h_refs),
+    ("GET", "commits"): _Action(_h_commits),
+    ("POST", "paths-info"): _Action(_h_paths_info, body=_PathsInfoBody),
+    ("POST", "preupload"): _Action(_h_preupload, write=True, body=_PreuploadBody),
+    ("POST", "commit"): _Action(_h_commit, write=True),  # NDJSON, streamed
+    ("POST", "branch"): _Action(_h_create_branch, write=True, body=_BranchBody),
+    ("DELETE", "branch"): _Action(_h_delete_branch, write=True),
+    ("POST", "tag"): _Action(_h_create_tag, write=True, body=_TagBody),
+    ("DELETE", "tag"): _Action(_h_delete_tag, write=True),
+    ("GET", "xet-write-token"): _Action(_h_no_xet, needs_repo=False),
+    ("GET", "xet-read-token"): _Action(_h_no_xet, needs_repo=False),
 }
+
+
+async def _serve_repo_action(ctx: _Ctx, action: _Action) -> Any:
+    """Check auth and load the repo, then (only then) read the body, then run the handler in a thread."""
+    request = ctx.request
+    if action.write:
+        _require_write(request, ctx.token)
+        _refuse_pull_requests(request)
+    if action.needs_repo:
+        ctx.meta = await run_in_threadpool(_load_repo, ctx)
+    if action.handler is _h_commit:
+        if await run_in_threadpool(ctx.store.get_ref, ctx.repo, "heads", ctx.revision) is None:
+            raise _revision_not_found(ctx.revision)
+        ctx.data = await _read_commit(ctx.store, request)
+    elif action.body is _PathsInfoBody:
+        ctx.data = await _read_paths_info(request)
+    elif action.body is not None:
+        ctx.data = await _read_json(request, action.body)
+    return await run_in_threadpool(action.handler, ctx)
 
 
 # --------------------------------------------------------------------------- LFS
@@ -1012,23 +1357,22 @@ def _upload_signature(token: str | None, oid: str, size: int, expires: int) -> s
     return hmac.new(key, f"{oid}:{size}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-def _lfs_batch_object(store: _Store, token: str | None, base_url: str, obj: Any) -> dict:
+def _lfs_batch_object(ctx: _Ctx, obj: _LfsObject) -> dict:
     """One object of an LFS batch answer: no actions if stored, else upload+verify URLs."""
-    oid, size = (obj.get("oid"), obj.get("size")) if isinstance(obj, dict) else (None, None)
-    if not isinstance(oid, str) or not _SHA256_RE.fullmatch(oid) or not isinstance(size, int) or size < 0:
-        return {"oid": str(oid), "size": size if isinstance(size, int) else 0,
-                "error": {"code": 422, "message": "Invalid oid or size"}}  # fmt: skip
-    if store.has_blob(oid, size):
+    oid, size = obj.oid, obj.size
+    if not _SHA256_RE.fullmatch(oid) or size < 0:
+        return {"oid": oid[:64], "size": max(size, 0), "error": {"code": 422, "message": "Invalid oid or size"}}
+    if ctx.store.has_blob(oid, size):
         return {"oid": oid, "size": size}
     expires = int(time.time()) + _UPLOAD_URL_TTL_S
-    query = f"size={size}&expires={expires}&sig={_upload_signature(token, oid, size, expires)}"
+    query = f"size={size}&expires={expires}&sig={_upload_signature(ctx.token, oid, size, expires)}"
     return {
         "oid": oid,
         "size": size,
         "authenticated": True,
         "actions": {
-            "upload": {"href": f"{base_url}/api/lfs/objects/{oid}?{query}", "expires_in": _UPLOAD_URL_TTL_S},
-            "verify": {"href": f"{base_url}/api/lfs/verify"},
+            "upload": {"href": f"{ctx.base_url}/api/lfs/objects/{oid}?{query}", "expires_in": _UPLOAD_URL_TTL_S},
+            "verify": {"href": f"{ctx.base_url}/{ctx.repo.url_path}.git/info/lfs/objects/verify"},
         },
     }
 
@@ -1037,18 +1381,22 @@ def _check_upload_url(token: str | None, oid: str, request: Request) -> int:
     """Validate a signed LFS upload URL and return the announced size."""
     if not _SHA256_RE.fullmatch(oid):
         raise _bad_request("Invalid LFS oid")
-    try:
-        size, expires = int(request.query_params["size"]), int(request.query_params["expires"])
-    except (KeyError, ValueError) as exc:
-        raise _bad_request("Invalid LFS upload URL") from exc
-    sig = request.query_params.get("sig", "")
-    if expires < time.time() or not hmac.compare_digest(sig, _upload_signature(token, oid, size, expires)):
-        raise _HubHTTPError(403, "LFS upload URL is invalid or expired")
+    params = request.query_params
+    if not all(re.fullmatch(r"[0-9]{1,20}", params.get(key, "")) for key in ("size", "expires")):
+        raise _bad_request("Invalid LFS upload URL: ask the batch API for a new one")
+    size, expires = int(params["size"]), int(params["expires"])
+    sig = params.get("sig", "").encode()
+    if expires < time.time() or not hmac.compare_digest(sig, _upload_signature(token, oid, size, expires).encode()):
+        raise _HubHTTPError(403, "LFS upload URL is invalid or expired: ask the batch API for a new one")
     return size
 
 
 async def _receive_blob(store: _Store, request: Request, oid: str, size: int) -> None:
-    """Stream an upload to a temporary file, check size and sha256, then install it as a blob."""
+    """Stream an upload to a temporary file, check size and sha256, then install it as a blob.
+
+    The temporary file is removed whatever happens (bad content, client gone, server shutting down).
+    """
+    _check_declared_length(request, size)
     tmp = store.tmp_file()
     digest, received = hashlib.sha256(), 0
     try:
@@ -1056,16 +1404,21 @@ async def _receive_blob(store: _Store, request: Request, oid: str, size: int) ->
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > size:
-                    raise _bad_request(f"LFS upload larger than announced ({size} bytes)")
+                    raise _too_large(size, "LFS upload")
                 digest.update(chunk)
                 fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
+            await run_in_threadpool(_flush, fh)
         if received != size or digest.hexdigest() != oid:
             raise _bad_request("Uploaded content does not match the announced sha256/size")
-        store.install_blob(tmp, oid)
+        await run_in_threadpool(store.install_blob, tmp, oid)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _flush(fh: Any) -> None:
+    """Flush a file to disk."""
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 # --------------------------------------------------------------------------- downloads
@@ -1123,7 +1476,7 @@ def _h_list(store: _Store, token: str | None, request: Request, repo_type: str) 
     if sort_key in ("id", "lastModified", "createdAt"):
         out.sort(key=lambda item: str(item.get(sort_key) or ""), reverse=params.get("direction") == "-1")
     limit = params.get("limit")
-    return out[: int(limit)] if limit and limit.isdigit() else out
+    return out[: int(limit)] if limit and re.fullmatch(r"[0-9]{1,9}", limit) else out
 
 
 # --------------------------------------------------------------------------- app
@@ -1135,7 +1488,8 @@ def create_app(root: str | Path, token: str | None = None) -> FastAPI:
     ``token``: when set, writes (and reads of private repos) need ``Authorization: Bearer <token>``.
     """
     store = _Store(root)
-    app = FastAPI(title="hubtl hub", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="hubtl hub", docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=_HubJSONResponse)  # fmt: skip
     app.state.store, app.state.token = store, token
     app.add_middleware(_PathGuard)
     _add_error_handlers(app)
@@ -1164,11 +1518,20 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(400, f"Invalid request: {exc.errors()}")
+        return _error_response(400, "Invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()[:5]))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody reads it; avoids logging a traceback
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _error_response(500, f"Internal server error ({type(exc).__name__}): see the server log")
 
 
 def _add_account_routes(app: FastAPI, store: _Store, token: str | None) -> None:
     """Routes not tied to one repo: health, whoami, create/delete repo, YAML check, telemetry."""
+    yaml_slots = asyncio.Semaphore(_YAML_CONCURRENCY)
 
     @app.get("/api/health")
     def health() -> dict:
@@ -1179,8 +1542,7 @@ def _add_account_routes(app: FastAPI, store: _Store, token: str | None) -> None:
     def whoami(request: Request) -> dict:
         """The single user of this server (401 with a wrong token)."""
         if token is not None and not _authorized(request, token):
-            raise _HubHTTPError(401, "Invalid credentials in Authorization header",
-                                headers={"X-Error-Message": "Invalid credentials in Authorization header"})  # fmt: skip
+            raise _HubHTTPError(401, "Invalid credentials in Authorization header")
         role = {"role": "write", "displayName": "hubtl"}
         return {"type": "user", "id": DEFAULT_USER, "name": DEFAULT_USER, "fullname": DEFAULT_USER,
                 "orgs": [], "auth": {"type": "access_token", "accessToken": role}}  # fmt: skip
@@ -1189,37 +1551,36 @@ def _add_account_routes(app: FastAPI, store: _Store, token: str | None) -> None:
     async def create_repo(request: Request) -> JSONResponse:
         """Create a repo (409 if it exists)."""
         _require_write(request, token)
-        data = _json_body(await request.body())
-        repo_type = data.get("type") or "model"
-        if repo_type not in _URL_PREFIX:
-            raise _bad_request(f"Unsupported repo type: {repo_type!r}")
-        repo = _make_repo(repo_type, [data.get("organization") or DEFAULT_USER, str(data.get("name") or "")])
-        private = bool(data.get("private")) or data.get("visibility") == "private"
+        data = await _read_json(request, _CreateRepoBody)
+        repo = _make_repo(data.type or "model", [data.organization or DEFAULT_USER, data.name])
+        private = bool(data.private) or data.visibility == "private"
         url = f"{str(request.base_url).rstrip('/')}/{repo.url_path}"
         if not await run_in_threadpool(store.create_repo, repo, private, DEFAULT_USER):
-            return JSONResponse({"error": "You already created this repo", "url": url}, status_code=409)
-        return JSONResponse({"url": url, "name": repo.id, "id": repo.id})
+            return _HubJSONResponse({"error": "You already created this repo", "url": url}, status_code=409)
+        return _HubJSONResponse({"url": url, "name": repo.id, "id": repo.id})
 
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request) -> dict:
         """Delete a repo (404 RepoNotFound if missing)."""
         _require_write(request, token)
-        data = _json_body(await request.body())
-        parts = [data.get("organization") or DEFAULT_USER, str(data.get("name"))]
-        repo = _make_repo(data.get("type") or "model", parts)
+        data = await _read_json(request, _DeleteRepoBody)
+        repo = _make_repo(data.type or "model", [data.organization or DEFAULT_USER, data.name])
         if not await run_in_threadpool(store.delete_repo, repo):
             raise _repo_not_found(repo.id)
         return {}
 
     @app.post("/api/validate-yaml")
     async def validate_yaml(request: Request) -> JSONResponse:
-        """Check README front matter; 400 with ``errors`` when it is not valid YAML."""
-        data = _json_body(await request.body())
-        try:
-            _front_matter(str(data.get("content") or ""))
-        except yaml.YAMLError as exc:
-            return JSONResponse({"errors": [{"message": f"Invalid YAML: {exc}"}], "warnings": []}, status_code=400)
-        return JSONResponse({"errors": [], "warnings": []})
+        """Check README front matter; 400 with ``errors`` when it is not valid (or refused) YAML."""
+        data = await _read_json(request, _ValidateYamlBody)
+        async with yaml_slots:
+            try:
+                await run_in_threadpool(_front_matter, data.content)
+            except _InvalidYaml as exc:
+                message = f"Invalid YAML: {exc}"
+                return _HubJSONResponse({"errors": [{"message": message}], "warnings": []}, status_code=400,
+                                        headers={"X-Error-Message": _header_value(message)})  # fmt: skip
+        return _HubJSONResponse({"errors": [], "warnings": []})
 
     @app.api_route("/api/telemetry/{rest:path}", methods=["GET", "HEAD", "POST"])
     def telemetry(rest: str) -> dict:
@@ -1245,55 +1606,56 @@ def _add_repo_routes(app: FastAPI, store: _Store, token: str | None) -> None:
         segments = _decode_segments(request.scope.get("raw_path") or request.url.path.encode())[3:]
         if segments and segments[-1] == "":  # tolerate a trailing slash
             segments = segments[:-1]
-        repo_parts, action, args = _parse_api_path(segments)
+        repo_parts, name, args = _parse_api_path(segments)
         repo = _make_repo(_KINDS[kind], repo_parts)
-        if action is None and repo_parts[1:] == ["refs"] and store.repo_meta(repo) is None:
-            repo, action = _make_repo(_KINDS[kind], repo_parts[:1]), "refs"  # bare name + /refs
-        ctx = _Ctx(store, token, request, repo, args)
-        if (request.method, action) == ("POST", "paths-info"):
-            paths, expand = await _form_paths(request)
-            return await run_in_threadpool(_h_paths_info, ctx, paths, expand)
-        handler = _REPO_HANDLERS.get((request.method, action))
-        if handler is None:
-            raise _HubHTTPError(405 if action in _API_ACTIONS else 404, f"Unsupported: {request.method} {action}")
-        ctx.body = await request.body()
-        return await run_in_threadpool(handler, ctx)
+        if name is None and repo_parts[1:] == ["refs"] and store.repo_meta(repo) is None:
+            repo, name = _make_repo(_KINDS[kind], repo_parts[:1]), "refs"  # bare name + /refs
+        action = _REPO_ACTIONS.get((request.method, name))
+        if action is None:
+            raise _HubHTTPError(405 if name in _API_ACTIONS else 404, f"Unsupported: {request.method} {name}")
+        return await _serve_repo_action(_Ctx(store, token, request, repo, args), action)
 
 
 def _add_lfs_routes(app: FastAPI, store: _Store, token: str | None) -> None:
     """The git-lfs batch API and the upload/verify URLs it hands out."""
 
+    def lfs_ctx(rest: str, request: Request) -> _Ctx:
+        repo_type, parts = _split_type_prefix(rest.split("/"))
+        return _Ctx(store, token, request, _make_repo(repo_type, parts))
+
     @app.post("/{rest:path}.git/info/lfs/objects/batch")
     async def lfs_batch(rest: str, request: Request) -> JSONResponse:
         """LFS batch API: answer 'basic' upload actions for objects not stored yet."""
         _require_write(request, token)
-        repo_type, parts = _split_type_prefix(rest.split("/"))
-        ctx = _Ctx(store, token, request, _make_repo(repo_type, parts))
-        _load_repo(ctx)
-        data = _json_body(await request.body())
-        if data.get("operation", "upload") != "upload":
+        ctx = lfs_ctx(rest, request)
+        await run_in_threadpool(_load_repo, ctx)
+        data = await _read_json(request, _LfsBatchBody)
+        if data.operation != "upload":
             raise _bad_request("Only the 'upload' LFS operation is supported; download with /resolve/")
-        if "basic" not in (data.get("transfers") or ["basic"]):
+        if "basic" not in (data.transfers or ["basic"]):
             raise _bad_request("Only the 'basic' LFS transfer is supported")
-        objects = [_lfs_batch_object(store, token, ctx.base_url, o) for o in data.get("objects") or []]
-        return JSONResponse({"transfer": "basic", "objects": objects},
-                            media_type="application/vnd.git-lfs+json")  # fmt: skip
+        if data.hash_algo != "sha256":
+            raise _bad_request("Only the 'sha256' LFS hash algorithm is supported")
+        objects = await run_in_threadpool(lambda: [_lfs_batch_object(ctx, o) for o in data.objects])
+        return _HubJSONResponse({"transfer": "basic", "objects": objects},
+                                media_type="application/vnd.git-lfs+json")  # fmt: skip
 
     @app.put("/api/lfs/objects/{oid}")
     async def lfs_upload(oid: str, request: Request) -> dict:
-        """Receive one LFS object through a signed URL from the batch answer."""
+        """Receive one LFS object through a signed URL from the batch answer (at most the signed size)."""
         size = _check_upload_url(token, oid, request)
         if not store.has_blob(oid, size):
             await _receive_blob(store, request, oid, size)
         return {}
 
-    @app.post("/api/lfs/verify")
-    async def lfs_verify(request: Request) -> dict:
-        """LFS verify: 404 unless the object is stored with the given size."""
-        data = _json_body(await request.body())
-        oid, size = str(data.get("oid", "")), data.get("size")
-        if not _SHA256_RE.fullmatch(oid) or not store.has_blob(oid, size if isinstance(size, int) else None):
-            raise _HubHTTPError(404, f"LFS object {oid} not found")
+    @app.post("/{rest:path}.git/info/lfs/objects/verify")
+    async def lfs_verify(rest: str, request: Request) -> dict:
+        """LFS verify (read access to the repo, as for downloads): 404 unless the object is stored."""
+        ctx = lfs_ctx(rest, request)
+        await run_in_threadpool(_load_repo, ctx)
+        data = await _read_json(request, _LfsVerifyBody)
+        if not _SHA256_RE.fullmatch(data.oid) or not store.has_blob(data.oid, data.size):
+            raise _HubHTTPError(404, f"LFS object {data.oid[:64]} not found")
         return {}
 
 
