@@ -157,8 +157,9 @@ def _group_names(model: TransferModel) -> list[list[str]]:
     return [[names[id(p)] for p in group] for group in model.backbone.layer_groups()]
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _jsonl(path: Path, kind: str = "epoch") -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl of one kind: epoch rows (the default), step or eval rows."""
+    return [row for row in map(json.loads, path.read_text().splitlines()) if row.get("kind", "epoch") == kind]
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> str:
@@ -471,8 +472,11 @@ def test_early_stopping_when_the_metric_cannot_improve(tiny_bert: str, texts: Pa
     lines = _jsonl(out / "training" / "metrics.jsonl")
     assert len(lines) == 2 < 6  # epoch 2 did not beat epoch 1: stop
     assert "Early stopping: eval_accuracy did not improve for 1 epochs" in _messages(caplog)
-    assert result.eval_results["epoch"] == 1
-    assert json.loads((out / "training" / "summary.json").read_text())["best_epoch"] == 1
+    # the accuracy ties, so the lower eval_loss keeps an epoch (the later one when equal)
+    kept = 2 if lines[1]["eval_loss"] <= lines[0]["eval_loss"] else 1
+    assert result.eval_results["epoch"] == kept
+    assert json.loads((out / "training" / "summary.json").read_text())["best_epoch"] == kept
+    assert f"Kept the weights of epoch {kept} of 2 (best eval_accuracy" in _messages(caplog)
 
 
 def test_the_best_epoch_is_saved_not_the_last(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
@@ -541,6 +545,34 @@ def test_tensorboard_logging(tiny_bert: str, texts: Path, tmp_path: Path) -> Non
     train(_bert(tiny_bert, texts, out, strategy="linear_probe", learning_rate=0.05, report_to="tensorboard"))
     events = list((out / "training").rglob("events.out.tfevents.*"))
     assert events and sum(e.stat().st_size for e in events) > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for event_file in events:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"train_loss", "eval_loss", "eval_accuracy", "loss", "learning_rate"} <= tags, tags
+    assert not tags & {"step", "epoch", "eval_samples", "epoch_time_s"}, "only metrics are logged as metrics"
+
+
+def test_step_records_and_evaluation_within_an_epoch(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # 48 sentences in batches of 8: 6 steps in the one epoch
+    result = train(_bert(tiny_bert, texts, out, strategy="full", learning_rate=1e-3, num_train_epochs=1, logging_steps=2,
+                         eval_strategy="steps", eval_steps=3))
+    path = out / "training" / "metrics.jsonl"
+    steps, evals, epochs = _jsonl(path, "step"), _jsonl(path, "eval"), _jsonl(path)
+    assert [r["step"] for r in steps] == [2, 4, 6] and [r["step"] for r in evals] == [3] and len(epochs) == 1
+    assert all(np.isfinite(r["loss"]) and r["learning_rate"] >= 0 and r["train_samples_per_second"] > 0 for r in steps)
+    assert steps[0]["learning_rate"] > steps[1]["learning_rate"] > steps[2]["learning_rate"]  # linear decay
+    assert [r["epoch"] for r in steps] == pytest.approx([2 / 6, 4 / 6, 1.0], abs=1e-3)
+    assert 0.0 <= evals[0]["eval_accuracy"] <= 1.0 and evals[0]["eval_samples"] == 16
+    order = [(r["kind"], r["step"]) for r in map(json.loads, path.read_text().splitlines())]
+    assert order == [("step", 2), ("eval", 3), ("step", 4), ("step", 6), ("epoch", 6)]
+    assert result.metrics == epochs  # TrainResult.metrics keeps the epoch rows
+    # the step records' losses average their window: their mean equals the epoch's training loss
+    assert np.mean([r["loss"] for r in steps]) == pytest.approx(epochs[0]["train_loss"], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -571,6 +603,21 @@ def test_multi_label_and_regression_metrics_by_hand() -> None:
     r = get_task("regression").compute_metrics(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 3.0, 3.0]), None)
     assert r["eval_mae"] == pytest.approx(2 / 3) and r["eval_rmse"] == pytest.approx((2 / 3) ** 0.5)
     assert r["eval_r2"] == pytest.approx(1 - 2 / (8 / 3))
+
+
+def test_ties_on_the_metric_keep_the_epoch_with_the_lower_eval_loss(images: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "out"
+    # every epoch classifies the 6 evaluation images the same way, while the loss keeps falling
+    result = train(_timm(images, out, strategy="linear_probe", learning_rate=0.02, num_train_epochs=4, augment=False,
+                         metric_for_best_model="accuracy"))
+    rows = _jsonl(out / "training" / "metrics.jsonl")
+    best = max(r["eval_accuracy"] for r in rows)
+    tied = [r for r in rows if r["eval_accuracy"] == best]
+    expected = min(tied, key=lambda r: (r["eval_loss"], -r["epoch"]))["epoch"]
+    assert result.eval_results["epoch"] == expected
+    assert json.loads((out / "training" / "summary.json").read_text())["best_epoch"] == expected
+    assert len(tied) > 1 and expected != tied[0]["epoch"]  # a real tie, which the first epoch used to win
+    assert f"Kept the weights of epoch {expected} of 4" in _messages(caplog) and "tied with epoch(s)" in _messages(caplog)
 
 
 def test_is_better_direction_and_nan() -> None:

@@ -44,6 +44,11 @@ class TrainerState:
     # training loss of the epoch in progress, summed over all processes, up to the checkpoint
     epoch_loss_sum: float = 0.0
     epoch_loss_count: int = 0
+    # the same totals at the last step record (logging_steps), so each record averages its own window
+    logged_loss_sum: float = 0.0
+    logged_loss_count: int = 0
+    # step and in-epoch evaluation records ("kind": "step" / "eval"), beside the epoch rows of `history`
+    log: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Checkpoints:

@@ -176,6 +176,8 @@ class Trainer:
         self.strategy.prepare(model, cfg)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
+        self.parameter_counts = (trainable, total)  # parameters only: buffers (BatchNorm statistics) apart
+        self.base_model = cfg.base_model or getattr(model.backbone, "base_model", None)
         self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable.")
         return model
 
@@ -267,6 +269,7 @@ class Trainer:
                 if self._should_stop():
                     return self._save_on_interrupt()
                 started, samples = time.time(), 0
+                self._window = (started, 0)  # (start time, samples) of the current step record
                 self._reset_epoch_loss()
                 self._set_train_mode()
                 frozen = self._frozen_this_epoch()
@@ -291,12 +294,17 @@ class Trainer:
                     samples += len(targets) * acc.num_processes
                     self._loss_sum += loss.detach().to(self._loss_sum.dtype)  # stays on the device: no sync per step
                     self._loss_count += 1
+                    self._window = (self._window[0], self._window[1] + len(targets) * acc.num_processes)
                     if acc.sync_gradients:
                         state.global_step += 1
                         bar.update(1)
                         if state.global_step % cfg.logging_steps == 0:
-                            rate = samples / max(time.time() - started, 1e-9)
-                            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{rate:.1f}")
+                            row = self._log_step(len(self.train_loader))
+                            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=f"{row['train_samples_per_second']:.1f}")
+                        if cfg.eval_strategy == "steps" and state.global_step % cfg.eval_steps == 0 and (
+                            state.global_step < self.total_steps and state.batches_done < len(self.train_loader)
+                        ):  # the epoch's end evaluates anyway
+                            self._log_eval(len(self.train_loader))
                         if cfg.save_steps and state.global_step % cfg.save_steps == 0:
                             self._save_checkpoint()
                         if state.global_step >= self.total_steps:
@@ -329,6 +337,7 @@ class Trainer:
         state.epoch += 1
         state.batches_done = 0
         row = {
+            "kind": "epoch",
             "epoch": state.epoch,
             "step": state.global_step,
             "train_loss": train_loss,
@@ -340,26 +349,90 @@ class Trainer:
         state.history.append(row)
         if self.main:  # written each epoch, so a long run can be followed (and a crashed one read)
             self._write_record(("metrics",))
-        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if self.accelerator.trackers:
-            self.accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=state.global_step)
+        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "kind"))
+        if self.accelerator.trackers:  # only metrics: not the step, the sample count or the timing
+            metrics = {k: v for k, v in row.items() if k == "train_loss" or k == "learning_rate" or k.startswith("eval_")}
+            metrics.pop("eval_samples", None)
+            self.accelerator.log(metrics, step=state.global_step)
         if self.metric not in results:
             raise ConfigError(
                 f"metric_for_best_model {self.metric!r} is not computed for task {cfg.task}; "
                 f"choose one of {', '.join(k for k in results if not isinstance(results[k], (dict, list)))}."
             )
-        value = results[self.metric]
-        if is_better(self.metric, value, state.best_metric, cfg.greater_is_better):
-            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        improved = is_better(self.metric, results[self.metric], state.best_metric, cfg.greater_is_better)
+        # early stopping counts epochs without a better metric; a tie still changes the kept weights when its
+        # eval_loss is lower (or equal: the later epoch)
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        if improved or self._wins_tie(results):
+            state.best_metric, state.best_epoch = results[self.metric], state.epoch
             state.best_results = {"epoch": state.epoch, **results}
             self.checkpoints.save_best(self.model, state.epoch)
-        else:
-            state.bad_epochs += 1
         self._save_checkpoint()
         if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
             self._log(f"Early stopping: {self.metric} did not improve for {state.bad_epochs} epochs.")
             return True
         return False
+
+    def _wins_tie(self, results: dict[str, Any]) -> bool:
+        """Whether this epoch ties the kept one on the main metric with no higher eval_loss (the later epoch wins)."""
+        state = self.state
+        tied = state.best_metric is not None and results[self.metric] == state.best_metric
+        return tied and results["eval_loss"] <= (state.best_results or {}).get("eval_loss", float("inf"))
+
+    def _kept_epoch_message(self) -> str:
+        """Which epoch's weights are saved, and why (the console's last word on a run)."""
+        state = self.state
+        if not state.best_epoch or not state.best_results:
+            return "Kept the weights of the last step (no evaluation finished)."
+        value = state.best_results[self.metric]
+        tied = [r["epoch"] for r in state.history if r.get(self.metric) == value and r["epoch"] != state.best_epoch]
+        why = f"best {self.metric} {value:.4g}"
+        if tied and self.metric != "eval_loss":
+            why += f", tied with epoch(s) {', '.join(map(str, tied))}: lowest eval_loss {state.best_results['eval_loss']:.4g}"
+        elif tied:
+            why += f", tied with epoch(s) {', '.join(map(str, tied))}: the later one"
+        return f"Kept the weights of epoch {state.best_epoch} of {len(state.history)} ({why})."
+
+    def _log_step(self, batches_per_epoch: int) -> dict[str, Any]:
+        """A step record: the mean training loss since the last one, the learning rate and the throughput."""
+        state = self.state
+        total, count = self._epoch_loss_totals()  # a host sync: the same steps on every process
+        window_loss = (total - state.logged_loss_sum) / max(count - state.logged_loss_count, 1)
+        state.logged_loss_sum, state.logged_loss_count = total, count
+        started, samples = self._window
+        now = time.time()
+        self._window = (now, 0)
+        row = {
+            "kind": "step",
+            "step": state.global_step,
+            "epoch": round(state.epoch + state.batches_done / max(batches_per_epoch, 1), 4),
+            "loss": window_loss,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "train_samples_per_second": round(samples / max(now - started, 1e-9), 2),
+        }
+        state.log.append(row)
+        if self.accelerator.trackers:
+            self.accelerator.log({"loss": row["loss"], "learning_rate": row["learning_rate"],
+                                  "train_samples_per_second": row["train_samples_per_second"]}, step=state.global_step)
+        return row
+
+    def _log_eval(self, batches_per_epoch: int) -> None:
+        """An evaluation within the epoch (eval_strategy: steps), recorded beside the step records."""
+        state = self.state
+        results = self.evaluate()
+        row = {
+            "kind": "eval",
+            "step": state.global_step,
+            "epoch": round(state.epoch + state.batches_done / max(batches_per_epoch, 1), 4),
+            **{k: v for k, v in results.items() if not isinstance(v, (dict, list))},
+        }
+        state.log.append(row)
+        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "kind"))
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in row.items() if k.startswith("eval_") and k != "eval_samples"},
+                                 step=state.global_step)
+        if self.main:
+            self._write_record(("metrics",))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
@@ -398,6 +471,7 @@ class Trainer:
         """Mean training loss of the epoch that just ended (batches before a resume included)."""
         loss_sum, count = self._epoch_loss_totals()
         self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
+        self.state.logged_loss_sum, self.state.logged_loss_count = 0.0, 0
         self._reset_epoch_loss()
         return loss_sum / count if count else float("nan")
 
@@ -478,7 +552,7 @@ class Trainer:
                 self._write_record(("metrics", "eval_results", "summary"), runtime)
                 with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
                     write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
-            self._log(f"Saved the fine-tuned model to {self.output_dir}.")
+            self._log(f"Saved the fine-tuned model to {self.output_dir}. {self._kept_epoch_message()}")
             if cfg.push_to_hub:
                 from ..hub.push import push_output_dir
 
@@ -490,7 +564,8 @@ class Trainer:
 
     def _write_record(self, parts: tuple[str, ...], runtime: float | None = None) -> None:
         """Write parts of the training record (training/*.json, metrics.jsonl) atomically."""
-        record = TrainingRecord(metrics=self.state.history)
+        rows = sorted([*self.state.log, *self.state.history], key=lambda r: (r["step"], r["kind"] == "epoch"))
+        record = TrainingRecord(metrics=rows)
         if "eval_results" in parts:
             record.eval_results = {**self.results, "labels": self.data.labels}
         if "summary" in parts:
@@ -509,6 +584,10 @@ class Trainer:
             "eval_samples": len(self.data.eval),
             "skipped_files": self.data.skipped,
             "strategy": cfg.strategy,
+            "base_model": self.base_model,
+            "trainable_parameters": self.parameter_counts[0],
+            "total_parameters": self.parameter_counts[1],
+            "config_keys_set": getattr(cfg, "keys_set", None),
             "feature_cache": self.use_cache,
             "best_epoch": self.state.best_epoch,
             "metric_for_best_model": self.metric,
