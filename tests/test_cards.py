@@ -29,6 +29,10 @@ from hubtl.errors import ConfigError, ModelLoadError
 TINY_TIMM = "timm:test_resnet"
 PLACEHOLDERS = re.compile(r"(?i:\[More Information Needed\]|\bTODO\b|\bnan\b)|\{\{|\}\}|\{%|%\}|\bNone\b|\bnull\b")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: The keys a typical user's YAML sets (what the trainer records as summary.json `config_keys_set`).
+KEYS_SET = ["backbone", "task", "labels", "dataset.path", "dataset.eval_split", "dataset.label_column", "strategy",
+            "num_train_epochs", "per_device_train_batch_size", "learning_rate", "weight_decay", "lr_scheduler_type",
+            "warmup_ratio", "output_dir"]
 
 
 # --------------------------------------------------------------------------- helpers shared with test_hub_push
@@ -40,9 +44,14 @@ def write_record(
     labels: list[str] | None = None,
     dataset: str = "/data/hymenoptera",
     epochs: int = 3,
+    keys_set: list[str] | None = KEYS_SET,
     **config: Any,
 ) -> dict[str, Any]:
-    """Write a training record as hubtl's trainer does (config.yaml, metrics.jsonl, eval_results.json, summary.json)."""
+    """Write a training record as hubtl's trainer does (config.yaml, metrics.jsonl, eval_results.json, summary.json).
+
+    `keys_set` is summary.json's `config_keys_set` (the keys the user's config set; `config` keys are added to it);
+    None leaves it out, as in records of older trainers.
+    """
     labels = labels if labels is not None else ["ants", "bees"]
     training = output_dir / "training"
     training.mkdir(parents=True, exist_ok=True)
@@ -112,6 +121,8 @@ def write_record(
                "best_epoch": epochs, "metric_for_best_model": main, "total_steps": 31 * epochs, "runtime_s": 40.25,
                "world_size": 1, "mixed_precision": "no",
                "versions": {"hubtl": "0.1.0", "torch": "2.5.0", "timm": "1.0.0", "python": "3.11.7"}}
+    if keys_set is not None:
+        summary["config_keys_set"] = list(dict.fromkeys([*keys_set, *config]))
     (training / "summary.json").write_text(json.dumps(summary))
     return eval_results
 
@@ -193,17 +204,19 @@ def test_classification_card_is_complete(image_dir: Path) -> None:
 
     body = card.text
     for expected in ("ants", "bees", "timm:test_resnet", "linear_probe", "244", "153", "Skipped files", "| 3 (best) |",
-                     "local files at `/data/hymenoptera`", "0.8750", "| ants | 0.8000 | 0.7500 | 0.7700 | 70 |",
+                     "local files at `hymenoptera`", "0.8750", "| ants | 0.8000 | 0.7500 | 0.7700 | 70 |",
                      "| **ants** | 60 | 5 |", f"]({CURVES_PNG})", f"]({CONFUSION_PNG})", "| timm | 1.0.0 |",
-                     "not declared in the training config"):
+                     "not declared in the training config", "(training/config.yaml)"):
         assert expected in body, expected
+    assert "/data/hymenoptera" not in card.content  # the training machine's path is never in the card
     config = yaml.safe_load((image_dir / "training" / "config.yaml").read_text())
-    for key in config:  # every hyperparameter, nested ones dotted
-        if isinstance(config[key], dict) and config[key]:
-            assert all(f"`{key}.{sub}`" in body for sub in config[key])
-        else:
-            assert f"`{key}`" in body, key
-    assert re.search(r"\| `early_stopping_patience` \| not set \|", body)
+    shown = set(re.findall(r"^\| `([\w.]+)` \|", body, flags=re.M))
+    # the keys the config set (file handling apart) and those that always matter; the rest is in training/config.yaml
+    assert shown == {"backbone", "task", "labels", "dataset.path", "dataset.eval_split", "dataset.label_column",
+                     "strategy", "num_train_epochs", "per_device_train_batch_size", "learning_rate", "weight_decay",
+                     "lr_scheduler_type", "warmup_ratio", "seed"}
+    assert "| `dataset.path` | hymenoptera |" in body and "| `learning_rate` | 0.001 |" in body
+    assert {"output_dir", "early_stopping_patience", "per_device_eval_batch_size"} <= set(config) - shown
     assert body.count("| 1 | 31 |") == 1 and body.count("| 2 | 62 |") == 1  # one row per epoch
 
 
@@ -303,7 +316,7 @@ def test_base_model_and_datasets_follow_the_origin_of_weights_and_data(image_dir
         card = card_with(pretrained=True, backbone=f"transformers:{name}")
         assert card.data.base_model == expected
         assert_complete(card.content)
-    assert "the local directory `/models/minilm` (not a Hub ID" in card.text
+    assert "the local directory `minilm` (not a Hub ID" in card.text and "/models/minilm" not in card.content
 
 
 def test_keys_of_other_strategies_are_left_out(tmp_path: Path) -> None:
@@ -351,6 +364,221 @@ def test_cli_card_prints_and_writes(image_dir: Path, capsys: pytest.CaptureFixtu
     printed = capsys.readouterr().out
     assert printed.startswith("---\n") and "# ants-bees" in printed
     assert (image_dir / "README.md").read_text().strip() == printed.strip()
+
+
+# --------------------------------------------------------------------------- parameters, plots, short runs
+
+
+def test_parameters_are_counted_as_the_trainer_logs_them(tmp_path: Path) -> None:
+    """Parameters only (batch-norm buffers apart), and trained = what the strategy trained, as in the training log."""
+    import math
+
+    from hubtl.layout import read_weights_header
+
+    out = tmp_path / "m"
+    model = saved_model(out)
+    write_record(out)
+    total = sum(p.numel() for p in model.parameters())
+    head = sum(p.numel() for p in model.head.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    stored = sum(math.prod(shape) for _, shape in read_weights_header(out / "model.safetensors").values())
+    assert buffers > 0 and stored == total + buffers  # the file holds both; only parameters are parameters
+    text = build_model_card(out).text
+    assert f"| Parameters | {total:,} ({total - head:,} in the backbone, {head:,} in the head); buffers" in text
+    assert f"({buffers:,} values) are not parameters" in text
+    # no counts recorded (an older trainer): a linear probe trained the head
+    assert f"| Trained parameters | {head:,} of {total:,} (the `linear_probe` strategy) |" in text
+
+    summary_path = out / "training" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(trainable_parameters=2562, total_parameters=3373570, strategy="full")
+    summary_path.write_text(json.dumps(summary))
+    config = yaml.safe_load((out / "training" / "config.yaml").read_text())
+    (out / "training" / "config.yaml").write_text(yaml.safe_dump({**config, "strategy": "full"}))
+    text = build_model_card(out).text
+    assert "| Trained parameters | 2,562 of 3,373,570 (the `full` strategy) |" in text  # the trainer's own count
+
+    summary.pop("trainable_parameters"), summary.pop("total_parameters")
+    summary_path.write_text(json.dumps(summary))
+    assert "Trained parameters" not in build_model_card(out).text  # unknown for a strategy that trains the backbone
+
+
+def test_y_axes_start_at_a_sensible_floor() -> None:
+    from hubtl.cards.plots import y_limits
+
+    assert y_limits("eval_accuracy", [0.934, 0.941], num_labels=2) == (0.5, 1.0)  # chance level, not 0.934
+    assert y_limits("eval_accuracy", [0.2, 0.4], num_labels=2) == (0.2, 1.0)  # below chance stays visible
+    assert y_limits("eval_accuracy", [0.9], num_labels=None) == (0.0, 1.0)
+    assert y_limits("eval_f1_macro", [0.93, 0.94]) == (0.0, 1.0)
+    assert y_limits("eval_loss", [0.3, 0.5]) == (0.0, None) and y_limits("loss", [2.0]) == (0.0, None)
+    assert y_limits("eval_mae", [1.5, 2.0]) == (0.0, None)
+    assert y_limits("eval_r2", [-0.5, 0.5]) == (-0.5, 1.0)
+    assert y_limits("eval_something", [3.0]) == (None, None) and y_limits("eval_loss", []) == (None, None)
+
+
+def _curves(directory: Path) -> tuple[Any, Any]:
+    """The loss and main-metric axes of a record's curves figure."""
+    from hubtl.cards.plots import curves_figure
+
+    fig = curves_figure(read_training_record(directory))
+    loss_ax, metric_ax = [ax for ax in fig.axes if ax.get_title()]
+    return loss_ax, metric_ax
+
+
+def _kept_lines(ax: Any) -> list[Any]:
+    """The lines marking the kept epoch on an axis."""
+    return [line for line in ax.get_lines() if str(line.get_label()).startswith("kept: epoch")]
+
+
+def test_curves_mark_the_kept_epoch_on_a_floored_axis(image_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    summary_path = image_dir / "training" / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "best_epoch": 2}))
+    loss_ax, metric_ax = _curves(image_dir)
+    assert metric_ax.get_ylim() == (0.5, 1.0)  # two labels: accuracy from chance to 1
+    assert loss_ax.get_ylim()[0] == 0.0
+    for ax in (loss_ax, metric_ax):
+        (line,) = _kept_lines(ax)
+        assert line.get_label() == "kept: epoch 2" and list(line.get_xdata()) == [2.0, 2.0]
+    stars = [line for line in metric_ax.get_lines() if line.get_marker() == "*"]
+    assert [(list(s.get_xdata()), list(s.get_ydata())) for s in stars] == [([2.0], [pytest.approx(0.7)])]
+
+
+def _short_run(directory: Path, epoch_row: bool = True) -> None:
+    """A 60-step run logged every 10 steps, evaluated at step 30 and at its end (as the trainer's rows are written)."""
+    rows: list[dict[str, Any]] = []
+    for step in range(10, 70, 10):
+        rows.append({"kind": "step", "step": step, "epoch": step / 100, "loss": 0.7 - 0.004 * step,
+                     "learning_rate": 1e-3, "train_samples_per_second": 50.0})
+        if step == 30:
+            rows.append({"kind": "eval", "step": 30, "epoch": 0.3, "eval_loss": 0.6, "eval_accuracy": 0.7})
+    if epoch_row:
+        rows.append({"kind": "epoch", "epoch": 1, "step": 60, "train_loss": 0.55, "learning_rate": 1e-3,
+                     "eval_loss": 0.45, "eval_accuracy": 0.93, "epoch_time_s": 3.0, "train_samples_per_second": 50.0})
+    else:
+        rows.append({"kind": "eval", "step": 60, "epoch": 0.6, "eval_loss": 0.45, "eval_accuracy": 0.93})
+    (directory / "training" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary_path = directory / "training" / "summary.json"
+    summary = {**json.loads(summary_path.read_text()), "best_epoch": 1 if epoch_row else None, "total_steps": 60}
+    summary_path.write_text(json.dumps(summary))
+
+
+def test_a_short_run_draws_curves_by_step_and_tables_its_epochs(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = tmp_path / "short"
+    saved_model(out)
+    write_record(out, epochs=1, max_steps=60, logging_steps=10)
+    _short_run(out)
+    loss_ax, metric_ax = _curves(out)
+    assert "optimizer step" in loss_ax.get_xlabel()
+    lines = {line.get_label(): line for line in loss_ax.get_lines()}
+    assert list(lines["training loss"].get_xdata()) == [10, 20, 30, 40, 50, 60]  # a curve, not a dot
+    assert list(lines["evaluation loss"].get_xdata()) == [30, 60]
+    assert list(metric_ax.get_lines()[0].get_xdata()) == [30, 60]
+    assert [list(line.get_xdata()) for line in _kept_lines(metric_ax)] == [[60.0, 60.0]]  # epoch 1 ended at step 60
+
+    card = write_model_card(out)
+    assert_complete(card.content)
+    table = card.text[card.text.index("## Results per epoch"):card.text.index("## Evaluation")]
+    assert table.count("\n| 1 (best) | 60 |") == 1 and "| 10 |" not in table and "| 30 |" not in table
+    assert "the training loss every 10 optimizer steps (6 points) and 1 evaluation within epochs" in table
+    assert "per optimizer step, the kept epoch marked" in table
+
+    _short_run(out, epoch_row=False)  # stopped before its first epoch ended
+    card = write_model_card(out)
+    assert_complete(card.content)
+    assert "ended before its first epoch was complete" in card.text and "| Epoch |" not in card.text
+    assert (out / CURVES_PNG).read_bytes().startswith(PNG_MAGIC)
+    _, metric_ax = _curves(out)
+    assert list(metric_ax.get_lines()[0].get_xdata()) == [30, 60] and not _kept_lines(metric_ax)
+
+
+def test_hyperparameters_without_recorded_keys_are_those_off_their_default(tmp_path: Path) -> None:
+    """A record without `config_keys_set` (an older trainer): keys whose value differs from TrainingConfig's default."""
+    out = tmp_path / "m"
+    saved_model(out)
+    write_record(out, keys_set=None, num_outputs=1, augment=True, disable_tqdm=True, per_device_eval_batch_size=32,
+                 logging_steps=5)
+    text = build_model_card(out).text
+    shown = set(re.findall(r"^\| `([\w.]+)` \|", text, flags=re.M))
+    assert {"backbone", "dataset.path", "dataset.eval_split", "strategy", "num_train_epochs", "learning_rate",
+            "per_device_train_batch_size", "weight_decay", "lr_scheduler_type", "warmup_ratio", "seed"} <= shown
+    assert not shown & {"num_outputs", "augment", "disable_tqdm", "per_device_eval_batch_size", "max_steps",
+                        "gradient_accumulation_steps", "mixed_precision", "dataset.train_split", "dataset.label_column",
+                        "logging_steps", "output_dir", "pretrained"}
+
+
+# --------------------------------------------------------------------------- nothing private published
+
+
+def test_public_forms_of_local_paths() -> None:
+    from hubtl.cards.public import public_config, public_model_config, public_name_keys, public_summary
+
+    config = {
+        "backbone": "transformers:/home/me/.venv/lib/site-packages/minilm/model",
+        "backbone_kwargs": {"checkpoint_path": "/home/me/weights/lite0.safetensors", "pooling": "mean"},
+        "dataset": {"path": "/tmp/pytest-1/shared/data/sst2", "data_files": {"train": "/tmp/p/train.tsv",
+                    "validation": ["/tmp/p/dev.tsv", "dev2.tsv"]}, "text_column": "sentence"},
+        "output_dir": "/tmp/pytest-1/outputs/sst2", "resume_from_checkpoint": "~/runs/checkpoint-10",
+        "push_to_hub": "team/sst2", "learning_rate": 0.003,
+    }
+    public = public_config(config)
+    assert public["backbone"] == "transformers:model"
+    assert public["backbone_kwargs"] == {"checkpoint_path": "lite0.safetensors", "pooling": "mean"}
+    assert public["dataset"] == {"path": "sst2", "data_files": {"train": "train.tsv", "validation": ["dev.tsv", "dev2.tsv"]},
+                                 "text_column": "sentence"}
+    assert public["output_dir"] == "sst2" and public["resume_from_checkpoint"] == "checkpoint-10"
+    assert public["push_to_hub"] == "team/sst2" and public["learning_rate"] == 0.003
+    assert config["dataset"]["path"] == "/tmp/pytest-1/shared/data/sst2"  # the given config is left as it was
+    assert public_config(config, base_model="sentence-transformers/all-MiniLM-L6-v2")["backbone"] == (
+        "transformers:sentence-transformers/all-MiniLM-L6-v2")
+    hub = {"backbone": "timm:resnet18", "dataset": {"path": "stanfordnlp/sst2", "data_files": ["data/train-*.parquet"]},
+           "output_dir": "outputs/run", "resume_from_checkpoint": True}
+    assert public_config(hub) == {**hub, "output_dir": "run"}  # Hub IDs and in-repo files stay as they are
+    assert public_config({"backbone": "transformers:org/model", "dataset": "C:\\data\\ants"}) == {
+        "backbone": "transformers:org/model", "dataset": "ants"}
+
+    summary = public_summary({"dataset": "/data/hymenoptera", "skipped_files": ["/data/hymenoptera/train/bees/x.jpg",
+                                                                                  "/elsewhere/y.jpg"], "best_epoch": 2})
+    assert summary == {"dataset": "hymenoptera", "skipped_files": ["hymenoptera/train/bees/x.jpg", "y.jpg"], "best_epoch": 2}
+    model_config = {"backbone": {"plugin": "transformers", "name": "/tmp/x/tiny-bert0", "kwargs": {}}, "task": "classification"}
+    assert public_model_config(model_config)["backbone"]["name"] == "tiny-bert0"
+    assert public_model_config(model_config, "google/bert_uncased_L-2_H-128_A-2")["backbone"]["name"] == (
+        "google/bert_uncased_L-2_H-128_A-2")
+    assert public_model_config({"backbone": {"plugin": "timm", "name": "resnet18"}})["backbone"]["name"] == "resnet18"
+    assert public_name_keys({"_name_or_path": "/tmp/x/tiny-bert0", "model_type": "bert"}) == {
+        "_name_or_path": "tiny-bert0", "model_type": "bert"}
+    assert public_name_keys({"name_or_path": "bert-base-uncased"}) == {"name_or_path": "bert-base-uncased"}
+
+
+def test_card_of_a_local_backbone_and_data_shows_names_and_the_recorded_base_model(tiny_bert: str, tiny_bert_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "text-model"
+    saved_model(out, backbone=tiny_bert, labels=["neg", "pos"])
+    data = tmp_path / "data" / "reviews"
+    write_record(out, labels=["neg", "pos"], dataset=str(data), backbone=tiny_bert,
+                 keys_set=[*KEYS_SET, "dataset.data_files"], resume_from_checkpoint=str(out / "checkpoints"))
+    config = yaml.safe_load((out / "training" / "config.yaml").read_text())
+    config["dataset"]["data_files"] = {"train": str(data / "train.tsv")}
+    (out / "training" / "config.yaml").write_text(yaml.safe_dump(config))
+    card = build_model_card(out, repo_id="me/text-model")  # a card for the Hub (a local one loads from the folder)
+    assert_complete(card.content)
+    for private in (str(tmp_path), str(tiny_bert_dir), str(Path.home())):
+        assert private not in card.content, private
+    assert card.data.base_model is None and card.data.datasets is None
+    assert f"`transformers:{tiny_bert_dir.name}`" in card.text and "the local dataset `reviews`" in card.text
+    assert "| `dataset.data_files.train` | train.tsv |" in card.text
+
+    write_record(out, labels=["neg", "pos"], dataset=str(data), backbone=tiny_bert,
+                 base_model="google/bert_uncased_L-2_H-128_A-2")
+    card = build_model_card(out, repo_id="me/text-model")
+    assert card.data.base_model == "google/bert_uncased_L-2_H-128_A-2"  # the recorded base model
+    assert "`transformers:google/bert_uncased_L-2_H-128_A-2`" in card.text
+    assert f"trained from a local copy, `{tiny_bert_dir.name}`" in card.text and str(tiny_bert_dir) not in card.content
 
 
 # --------------------------------------------------------------------------- wording from tasks and strategies

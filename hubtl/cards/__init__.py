@@ -7,8 +7,10 @@ One concept per module; a new card section has one home:
   epochs, final evaluation, versions). A new section of the body is a builder here plus its block in the
   templates (top-level `model_cards/`, shipped as `hubtl.model_cards`).
 - `metadata`: the YAML header the Hub reads (tags, pipeline tag, base model, datasets, model-index).
-- `plots`: the matplotlib figures under training/.
+- `plots`: the matplotlib figures under training/ (per step when the record has step rows, the kept epoch marked).
 - `formatting`: metric names, the main metric, and numbers and values as table text.
+- `public`: what may be published: local paths as their names, a local backbone as its base model's Hub ID
+  (the card shows these, and `hubtl push` uploads the training record and config.json in this form).
 
 Task and strategy wording is not kept here: the template, the task phrase, the pipeline tag and the task's tags
 come from `hubtl.tasks`, and the strategy sentence and its config keys from `hubtl.strategies`.

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import os
 import platform
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..hub.client import looks_like_repo_id
-from ..layout import WEIGHTS_NAME, TrainingRecord, library_versions
+from ..errors import ConfigError, ModelLoadError
+from ..layout import WEIGHTS_NAME, TrainingRecord, library_versions, read_weights_header
 from ..strategies import Strategy, get_strategy, list_strategies, strategy_config_keys
 from ..tasks import Task, get_task
 from ..version import __version__
 from .formatting import EPOCH_COLUMNS, is_number, main_metric, metric_name, number, value_text
-from .plots import CONFUSION_PNG, CURVES_PNG
+from .plots import CONFUSION_PNG, CURVES_PNG, split_rows
+from .public import (
+    is_hub_dataset,
+    is_hub_id,
+    is_local_backbone,
+    local_name,
+    public_backbone_name,
+    public_config,
+    public_dataset_path,
+    public_file,
+    recorded_base_model,
+    saved_base_model,
+)
 
 logger = logging.getLogger("hubtl")
 
 #: Inputs of the usage snippet of text models.
 EXAMPLE_TEXTS = ("A first text to classify.", "And a second, quite different one.")
-#: Dataset paths that name a local builder or local files, never a Hub dataset.
-_LOCAL_BUILDERS = {"csv", "tsv", "json", "parquet", "text", "imagefolder", "audiofolder", "arrow", "webdataset"}
-_DATA_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".txt", ".arrow", ".zip", ".tar")
+#: Keys the hyperparameter table always shows (the run's length is added: `max_steps` or `num_train_epochs`).
+ALWAYS_SHOWN = ("strategy", "learning_rate", "per_device_train_batch_size", "seed")
+#: Keys about where and how a run wrote its files, not about the model: only in the linked training/config.yaml.
+BOOKKEEPING = frozenset({
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "disable_tqdm", "report_to", "push_to_hub",
+    "hub_private_repo", "dataloader_num_workers", "logging_steps", "save_steps", "save_total_limit", "license",
+})  # fmt: skip
+#: Last parts of the names of tensors that are buffers (running statistics, index tables), never parameters.
+BUFFER_NAMES = frozenset({
+    "running_mean", "running_var", "num_batches_tracked", "position_ids", "token_type_ids", "relative_position_index",
+    "inv_freq", "attn_mask",
+})  # fmt: skip
 
 
 def card_task(name: str) -> Task:
@@ -43,10 +63,11 @@ def build_context(
     modality = config.get("modality") or "unknown"
     id2label = config.get("id2label") or {}
     labels = [id2label[str(i)] for i in range(len(id2label))]
-    backbone = _backbone(config["backbone"], record.config)
+    backbone = _backbone(config["backbone"], record, directory)
     main_key = main_metric(record)
     strategy = _strategy(record)
-    hyperparameters, hidden_for = _hyperparameters(record.config, strategy and strategy["name"])
+    hyperparameters, hidden_for = _hyperparameters(record, strategy and strategy["name"], backbone["base_model"])
+    curves_by_step = bool(split_rows(record.metrics)[1] or split_rows(record.metrics)[2])
     return {
         "model_name": repo_id.split("/")[-1] if repo_id else directory.resolve().name,
         "repo_id": repo_id,
@@ -59,7 +80,7 @@ def build_context(
         "threshold": config.get("threshold", 0.5),
         "backbone": backbone,
         "head": config.get("head", {}),
-        "parameters": _parameter_counts(directory),
+        "parameters": _parameters(directory, record, strategy),
         "preprocessing": [(k, value_text(v)) for k, v in sorted((config.get("preprocessing") or {}).items()) if k != "type"],
         "trained": record.exists,
         "hyperparameters": hyperparameters,
@@ -68,6 +89,8 @@ def build_context(
         "run": _run(record),
         "data": _data(record, modality),
         "epochs": _epochs(record, main_key),
+        "logged": _logged(record),
+        "curves_by_step": curves_by_step,
         "final": _final(record.eval_results),
         "main_metric": metric_name(main_key) if main_key else None,
         "plots": {
@@ -85,12 +108,18 @@ def build_context(
 # --------------------------------------------------------------------------- model details
 
 
-def _backbone(spec: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:
-    """The backbone's name, provider and origin of its weights, with the Hub ID of its base model when there is one."""
+def _backbone(spec: dict[str, Any], record: TrainingRecord, directory: Path) -> dict[str, Any]:
+    """The backbone's name, provider and origin of its weights, with the Hub ID of its base model when there is one.
+
+    A backbone loaded from a local directory is shown by its base model's Hub ID when the record names one (the
+    `base_model` training-config key), else by its folder name: no path of the training machine is published.
+    """
     plugin, name = spec.get("plugin", "unknown"), str(spec.get("name", "unknown"))
+    train_config = record.config
     kwargs = dict(train_config.get("backbone_kwargs") or {})
     pretrained = train_config.get("pretrained", spec.get("pretrained"))
-    local = name.startswith(("/", ".", "~")) or os.path.isdir(os.path.expanduser(name))
+    local = is_local_backbone(name)
+    recorded = recorded_base_model(train_config, record.summary)
     base_model, origin = None, None
     if pretrained is None:
         origin = (
@@ -100,9 +129,13 @@ def _backbone(spec: dict[str, Any], train_config: dict[str, Any]) -> dict[str, A
     elif not pretrained:
         origin = "random initialisation (`pretrained: false`): the backbone started from no pretrained weights."
     elif kwargs.get("checkpoint_path"):
-        origin = f"a local checkpoint file, `{Path(str(kwargs['checkpoint_path'])).name}` (not on the Hub, so no `base_model`)."
+        origin = f"a local checkpoint file, `{local_name(str(kwargs['checkpoint_path']))}` (not on the Hub, so no `base_model`)."
+    elif recorded or (local and saved_base_model(directory)):
+        base_model = recorded or saved_base_model(directory)
+        copy = f" (trained from a local copy, `{local_name(name)}`)" if local else ""
+        origin = f"[{base_model}](https://huggingface.co/{base_model}) on the Hugging Face Hub{copy}."
     elif local:
-        origin = f"the local directory `{name}` (not a Hub ID, so the card sets no `base_model`)."
+        origin = f"the local directory `{local_name(name)}` (not a Hub ID, so the card sets no `base_model`)."
     elif plugin == "timm":
         base_model = _timm_hub_id(name)
         origin = (
@@ -110,15 +143,16 @@ def _backbone(spec: dict[str, Any], train_config: dict[str, Any]) -> dict[str, A
             if base_model
             else f"timm's pretrained weights for `{name}` (timm knows no Hub repo for them, so no `base_model`)."
         )
-    elif "/" in name and looks_like_repo_id(name):
+    elif is_hub_id(name):
         base_model = name
         origin = f"[{name}](https://huggingface.co/{name}) on the Hugging Face Hub."
     else:
         origin = f"pretrained weights provided by the `{plugin}` plugin for `{name}`."
+    shown = public_backbone_name(name, base_model) if local else name
     return {
         "plugin": plugin,
-        "name": name,
-        "display": f"{plugin}:{name}",
+        "name": shown,
+        "display": f"{plugin}:{shown}",
         "package": spec.get("package") or "hubtl",
         "kwargs": [(k, value_text(v)) for k, v in sorted((spec.get("kwargs") or {}).items())],
         "base_model": base_model,
@@ -138,20 +172,46 @@ def _timm_hub_id(name: str) -> str | None:
     return hub_id or None
 
 
-def _parameter_counts(directory: Path) -> dict[str, int] | None:
-    """Parameters in model.safetensors, in all and in the head, read from its header only."""
-    from safetensors import safe_open
+def _parameters(directory: Path, record: TrainingRecord, strategy: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Parameters of the saved model (buffers apart) and how many trained, as the trainer's log counts them.
 
+    The trainer records `trainable_parameters` and `total_parameters` in summary.json; a record without them gets
+    the head's parameters as the trained ones when the strategy froze the backbone, else no trained count.
+    """
+    saved = saved_parameter_counts(directory)
+    if saved is None:
+        return None
+    summary = record.summary
+    trainable, total = summary.get("trainable_parameters"), summary.get("total_parameters")
+    if not (is_number(trainable) and is_number(total)):
+        trainable = total = None
+        if strategy is not None and strategy["freezes_backbone"]:
+            trainable, total = saved["head"], saved["total"]
+    return {**saved, "trainable": trainable, "trainable_of": total}
+
+
+def saved_parameter_counts(directory: Path) -> dict[str, int] | None:
+    """Parameters in model.safetensors, in all, in the backbone and in the head, and the buffer values apart.
+
+    Read from the header only. Buffers (batch-norm running statistics, `num_batches_tracked`, index tables) are
+    stored beside the parameters but are not parameters: they are told apart by name and by integer dtype.
+    """
     path = directory / WEIGHTS_NAME
     if not path.is_file():
         return None
-    total = head = 0
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            count = math.prod(f.get_slice(key).get_shape())
-            total += count
-            head += count if key.startswith("head.") else 0
-    return {"total": total, "head": head, "backbone": total - head}
+    try:
+        header = read_weights_header(path)
+    except ModelLoadError:
+        return None
+    total = head = buffers = 0
+    for key, (dtype, shape) in header.items():
+        values = math.prod(shape)
+        if key.rsplit(".", 1)[-1] in BUFFER_NAMES or not dtype.startswith(("F", "BF")):
+            buffers += values
+            continue
+        total += values
+        head += values if key.startswith("head.") else 0
+    return {"total": total, "head": head, "backbone": total - head, "buffers": buffers}
 
 
 # --------------------------------------------------------------------------- training procedure
@@ -181,27 +241,76 @@ def _strategy(record: TrainingRecord) -> dict[str, Any] | None:
     }
 
 
-def _hyperparameters(train_config: dict[str, Any], strategy: str | None) -> tuple[list[tuple[str, str]], list[str]]:
-    """Every key of the resolved training config, nested keys dotted, values as text, except the keys only other
-    strategies read; also the names of the strategies whose keys were left out."""
-    rows: list[tuple[str, str]] = []
+def _hyperparameters(
+    record: TrainingRecord, strategy: str | None, base_model: str | None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The keys that shape the run, values as text (local paths as names); also the strategies whose keys were left out.
+
+    Shown: the keys the user's config set (summary.json `config_keys_set`; a record without it: the keys whose value
+    differs from `TrainingConfig`'s default), the strategy's own keys, and always the strategy, the learning rate,
+    the run's length, the batch size and the seed. File-handling keys (`output_dir`, `logging_steps`, ...) and keys
+    only other strategies read are left out; training/config.yaml holds them all.
+    """
+    config = public_config(record.config, base_model)
+    if not config:
+        return [], []
+    rows: list[tuple[str, Any]] = []
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict) and value and prefix != "backbone_kwargs":
             for key in value:
                 walk(f"{prefix}.{key}" if prefix else str(key), value[key])
         else:
-            rows.append((prefix, value_text(value)))
+            rows.append((prefix, value))
 
-    walk("", train_config)
-    if strategy is None:
-        return rows, []
-    known = _registered_strategy(str(strategy))
-    hidden = strategy_config_keys() - set(known.config_keys if known is not None else ())
-    kept = [(key, value) for key, value in rows if key.split(".", 1)[0] not in hidden]
-    left_out = {key.split(".", 1)[0] for key, _ in rows} & hidden
+    walk("", config)
+    set_keys = record.summary.get("config_keys_set")
+    chosen = {str(k) for k in set_keys} if isinstance(set_keys, list) else _non_default_keys(record.config)
+    known = _registered_strategy(str(strategy)) if strategy else None
+    max_steps = config.get("max_steps")
+    length = "max_steps" if is_number(max_steps) and max_steps > 0 else "num_train_epochs"
+    always = {*ALWAYS_SHOWN, length, *(known.config_keys if known is not None else ())}
+    hidden = strategy_config_keys() - set(known.config_keys if known is not None else ()) if strategy else set()
+
+    def wanted(key: str) -> bool:
+        parts = key.split(".")
+        if parts[0] in BOOKKEEPING:
+            return False
+        prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        if parts[0] == "dataset" and key != "dataset.path":
+            prefixes.discard("dataset")  # `dataset: some/path` set the path only
+        return key in always or bool(prefixes & chosen)
+
+    selected = [(key, value) for key, value in rows if wanted(key)]
+    kept = [(key, value_text(value)) for key, value in selected if key.split(".", 1)[0] not in hidden]
+    left_out = {key.split(".", 1)[0] for key, _ in selected} & hidden
     owners = [name for name in list_strategies() if left_out & set(get_strategy(name).config_keys)]
     return kept, owners
+
+
+def _non_default_keys(config: dict[str, Any]) -> set[str]:
+    """Keys of a resolved training config whose value differs from `TrainingConfig`'s default (dataset keys dotted)."""
+    from ..config import TrainingConfig
+    from ..data import DatasetConfig
+
+    def defaults(cls: type) -> dict[str, Any]:
+        found = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                found[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                found[f.name] = f.default_factory()
+        return found
+
+    top, nested = defaults(TrainingConfig), defaults(DatasetConfig)
+    missing = object()
+    keys = {k for k, v in config.items() if k != "dataset" and top.get(k, missing) != v}
+    dataset = config.get("dataset")
+    if isinstance(dataset, dict):
+        keys |= {f"dataset.{k}" for k, v in dataset.items() if nested.get(k, missing) != v}
+    elif dataset is not None:
+        keys.add("dataset")
+    return keys
 
 
 def _run(record: TrainingRecord) -> list[tuple[str, str]]:
@@ -238,10 +347,10 @@ def _data(record: TrainingRecord, modality: str) -> dict[str, Any] | None:
     if not path and not record.summary:
         return None
     path = str(path) if path else None
-    hub_id = path if path and _is_hub_dataset(path, dataset) else None
+    hub_id = path if path and is_hub_dataset(path, dataset) else None
     skipped = list(record.summary.get("skipped_files") or [])
     return {
-        "path": path,
+        "path": public_dataset_path(path) if path else None,
         "hub_id": hub_id,
         "name": dataset.get("name") or record.summary.get("dataset_name"),
         "train_split": dataset.get("train_split"),
@@ -249,30 +358,24 @@ def _data(record: TrainingRecord, modality: str) -> dict[str, Any] | None:
         "train_samples": record.summary.get("train_samples"),
         "eval_samples": record.summary.get("eval_samples", record.eval_results.get("eval_samples")),
         "skipped": len(skipped) if skipped or modality == "image" else None,
-        "skipped_preview": [str(s) for s in skipped[:10]],
+        "skipped_preview": [public_file(str(s), path) for s in skipped[:10]],
         "columns": [
             (key, dataset[key]) for key in ("image_column", "text_column", "label_column") if dataset.get(key)
         ],
-        "label": Path(path).name if path and not hub_id else hub_id,
+        "label": (local_name(path) or path) if path and not hub_id else hub_id,
     }
-
-
-def _is_hub_dataset(path: str, dataset: dict[str, Any]) -> bool:
-    """True when a dataset path names a Hub dataset rather than local files."""
-    if dataset.get("data_files") or path in _LOCAL_BUILDERS or path.lower().endswith(_DATA_EXTENSIONS):
-        return False
-    return looks_like_repo_id(path) and not os.path.exists(os.path.expanduser(path))
 
 
 # --------------------------------------------------------------------------- results
 
 
 def _epochs(record: TrainingRecord, main_key: str | None) -> dict[str, Any] | None:
-    """The per-epoch table: a header and one row of formatted cells per epoch."""
-    if not record.metrics:
+    """The per-epoch table: a header and one row of formatted cells per epoch (step and eval rows are plotted)."""
+    epoch_rows = split_rows(record.metrics)[0]
+    if not epoch_rows:
         return None
     keys: list[str] = []
-    for row in record.metrics:
+    for row in epoch_rows:
         keys += [k for k in row if k not in keys and k != "eval_samples" and is_number(row[k])]
     first = [k for k in ("epoch", "step", "train_loss", "eval_loss") if k in keys]
     evals = sorted((k for k in keys if k.startswith("eval_") and k not in first), key=lambda k: (k != main_key, k))
@@ -280,13 +383,22 @@ def _epochs(record: TrainingRecord, main_key: str | None) -> dict[str, Any] | No
     columns = first + evals + rest
     best = record.summary.get("best_epoch")
     rows = []
-    for row in record.metrics:
+    for row in epoch_rows:
         cells = [number(row.get(k), k) for k in columns]
         if best is not None and row.get("epoch") == best and "epoch" in columns:
             cells[columns.index("epoch")] += " (best)"
         rows.append(cells)
     header = [EPOCH_COLUMNS.get(k) or metric_name(k) for k in columns]
     return {"header": header, "rows": rows, "best": best}
+
+
+def _logged(record: TrainingRecord) -> dict[str, Any] | None:
+    """What metrics.jsonl holds besides the epoch rows: the training loss every few steps and in-epoch evaluations."""
+    _, steps, evals = split_rows(record.metrics)
+    if not steps and not evals:
+        return None
+    every = record.config.get("logging_steps")
+    return {"steps": len(steps), "every": every if is_number(every) else None, "evals": len(evals)}
 
 
 def _final(eval_results: dict[str, Any]) -> dict[str, Any] | None:
