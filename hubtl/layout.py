@@ -21,6 +21,8 @@ import math
 import os
 import sys
 import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -206,6 +208,141 @@ def check_backbone_files(directory: str | os.PathLike, root: str | os.PathLike |
                 raise ModelLoadError(
                     f"{BACKBONE_DIR}/{relative} links outside the model directory; a model's files must lie inside it."
                 )
+
+
+# --------------------------------------------------------------------------- the weights file
+
+#: The safetensors metadata key holding the state dict's per-module versions (`state_dict()._metadata`) as JSON.
+#: Some modules' `_load_from_state_dict` need them (torchvision's MNASNet refuses weights without a version).
+STATE_DICT_VERSIONS_KEY = "hubtl_state_dict_versions"
+#: Bounds on that JSON when reading a file that may be a stranger's: characters, modules, name length, version.
+MAX_VERSIONS_CHARS = 16 * 1024 * 1024
+MAX_VERSIONS_MODULES = 1_000_000
+MAX_MODULE_NAME_CHARS = 4096
+MAX_MODULE_VERSION = 2**31 - 1
+
+
+def state_dict_versions(state_dict: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """The `{module name: {"version": int}}` map a state dict carries in `_metadata` (other keys dropped)."""
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    return {
+        name: {"version": entry["version"]}
+        for name, entry in metadata.items()
+        if isinstance(name, str) and isinstance(entry, Mapping) and type(entry.get("version")) is int
+    }
+
+
+def parse_state_dict_versions(text: Any, where: str) -> OrderedDict[str, dict[str, int]]:
+    """Type-check and bound the versions JSON of a weights file (a trust boundary: JSON only, never a pickle)."""
+
+    def corrupt(why: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"{where} is corrupt or was tampered with: the state-dict versions in its metadata {why}. "
+            "Save or download the model again."
+        )
+
+    if not isinstance(text, str) or len(text) > MAX_VERSIONS_CHARS:
+        raise corrupt(f"are over the {MAX_VERSIONS_CHARS:,}-character limit" if isinstance(text, str) else "are not text")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as err:  # ValueError: bad JSON, or an int literal too long to convert
+        raise corrupt(f"are not valid JSON ({str(err)[:100]})") from None
+    if not isinstance(value, dict):
+        raise corrupt(f'are a JSON {type(value).__name__}, not a map of module name to {{"version": int}}')
+    if len(value) > MAX_VERSIONS_MODULES:
+        raise corrupt(f"name {len(value):,} modules, over the {MAX_VERSIONS_MODULES:,} limit")
+    versions: OrderedDict[str, dict[str, int]] = OrderedDict()
+    for name, entry in value.items():
+        if len(name) > MAX_MODULE_NAME_CHARS:
+            raise corrupt(f"name a module of {len(name):,} characters")
+        version = entry.get("version") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and set(entry) == {"version"} and type(version) is int and 0 <= version <= MAX_MODULE_VERSION):
+            raise corrupt(f'give module {name[:80]!r} {json.dumps(entry)[:80]}, not {{"version": <int>}}')
+        versions[name] = {"version": version}
+    return versions
+
+
+def save_weights(module: Any, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write a module's weights as safetensors, with its state-dict versions in the file's metadata."""
+    from safetensors.torch import save_model
+
+    versions = json.dumps(state_dict_versions(module.state_dict()), separators=(",", ":"))
+    save_model(module, str(path), metadata={**(metadata or {}), STATE_DICT_VERSIONS_KEY: versions})
+
+
+def load_weights(module: Any, path: str | os.PathLike, *, device: str = "cpu", built_by: str = "config.json") -> None:
+    """Load a safetensors file into `module` strictly, with its state-dict versions; every failure a ModelLoadError.
+
+    The errors tell apart a corrupt file, weights whose names or shapes do not match the model `built_by`
+    describes, and a module whose own loading code (`_load_from_state_dict`) refused them (quoting it).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: the model directory has no weights. Save or download it again.")
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            metadata = f.metadata() or {}
+            state = OrderedDict((name, f.get_tensor(name)) for name in f.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(
+            f"{path} is corrupt ({type(err).__name__}: {_one_line(err)}). Save or download the model again."
+        ) from err
+    has_versions = STATE_DICT_VERSIONS_KEY in metadata
+    if has_versions:
+        state._metadata = parse_state_dict_versions(metadata[STATE_DICT_VERSIONS_KEY], str(path))  # type: ignore[attr-defined]
+    expected = module.state_dict()
+    _alias_shared_tensors(state, expected)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or mismatched:
+        details = [
+            f"size mismatch for {k}: the file has {list(state[k].shape)}, {built_by} builds {list(expected[k].shape)}"
+            for k in mismatched[:3]
+        ]
+        if missing:
+            details.append(f"{len(missing)} weights missing from the file (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected weights in the file (e.g. {unexpected[:3]})")
+        raise ModelLoadError(
+            f"{path} does not match {built_by} ({'; '.join(details)}). Save or download the model again."
+        )
+    try:
+        module.load_state_dict(state, strict=True)
+    except Exception as err:  # a module's own _load_from_state_dict may raise anything
+        note = (
+            "" if has_versions else
+            " The file carries no state-dict versions (an older hubtl wrote it), which such modules need: save it again with this hubtl."
+        )
+        raise ModelLoadError(
+            f"{path}: every weight's name and shape matches, but the model refused them while loading "
+            f"({type(err).__name__}: {_one_line(err)}). A module's own loading code (`_load_from_state_dict`) rejected the "
+            f"state dict: the file may come from another version of the backbone's library; install the versions it was "
+            f"saved with, or save the model again.{note}"
+        ) from err
+
+
+def _alias_shared_tensors(state: dict[str, Any], expected: Mapping[str, Any]) -> None:
+    """Fill in names the file left out because they share memory with one it holds (safetensors drops duplicates)."""
+
+    def key(tensor: Any) -> tuple[Any, ...]:
+        return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+
+    live = {name: t for name, t in expected.items() if t.device.type != "meta" and t.numel()}
+    held = {}
+    for name, tensor in live.items():
+        if name in state:
+            held.setdefault(key(tensor), name)
+    for name, tensor in live.items():
+        twin = held.get(key(tensor)) if name not in state else None
+        if twin is not None:
+            state[name] = state[twin]
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, shortened for an error message."""
+    return " ".join(str(err).split())[:limit]
 
 
 # --------------------------------------------------------------------------- the training record

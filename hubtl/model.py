@@ -26,8 +26,10 @@ from .layout import (
     MODEL_FILES,
     WEIGHTS_NAME,
     check_backbone_files,
+    load_weights,
     read_config,
     read_weights_header,
+    save_weights,
 )
 from .tasks import get_task
 from .version import __version__
@@ -151,8 +153,6 @@ class TransferModel(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write config.json, model.safetensors and backbone/ files atomically; other files there are kept."""
-        from safetensors.torch import save_model
-
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -160,7 +160,8 @@ class TransferModel(nn.Module):
         try:
             config = self.config()
             self.backbone.save_files(staging / BACKBONE_DIR)
-            save_model(self, str(staging / WEIGHTS_NAME), metadata={"format": "pt", "library": "hubtl"})
+            # with the state dict's per-module versions, which some modules' loading code needs
+            save_weights(self, staging / WEIGHTS_NAME, metadata={"format": "pt", "library": "hubtl"})
             (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             _move_into(staging, target)
         finally:
@@ -303,19 +304,8 @@ def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:
-    """Load model.safetensors strictly, turning every failure into a ModelLoadError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing: the model directory has no weights. Save or download it again.")
-    try:
-        load_model(model, str(path), strict=True)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"{path} is corrupt or does not match config.json ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
-            "Save or download the model again."
-        ) from err
+    """Load model.safetensors strictly with its state-dict versions; each kind of failure its own ModelLoadError."""
+    load_weights(model, path, built_by="config.json")
 
 
 def _move_into(staging: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from ..layout import CHECKPOINTS_DIR, atomic_write
+from ..layout import CHECKPOINTS_DIR, atomic_write, load_weights, save_weights
 from .disk import disk_full_error, tensor_bytes
 
 STATE_NAME = "trainer_state.json"
@@ -145,27 +145,23 @@ class Checkpoints:
         One file per best epoch: the previous best is only removed once a checkpoint that records the new
         best is complete, so a run killed in between resumes with its recorded best weights still on disk.
         """
-        from safetensors.torch import save_model
-
         if self.main:
             best = self.directory / BEST_DIR
             target = self.best_weights(epoch)
             tmp = best / f".{target.name}.tmp"
             with self.disk_full("the best weights", best, tensor_bytes(model.state_dict()), staging=tmp):
                 best.mkdir(parents=True, exist_ok=True)
-                save_model(model, str(tmp))
+                save_weights(model, tmp)  # with the state-dict versions some modules need to load
                 os.replace(tmp, target)
         self.accelerator.wait_for_everyone()
 
     def load_best(self, model: nn.Module, epoch: int | None) -> bool:
         """Load the best epoch's weights into `model` (on its device); False when there are none."""
-        from safetensors.torch import load_model
-
         path = self.best_weights(epoch) if epoch else None
         if path is None or not path.is_file():
             return False
         device = self.accelerator.device
-        load_model(model, str(path), device="cpu" if device.type == "cpu" else str(device))
+        load_weights(model, path, device="cpu" if device.type == "cpu" else str(device), built_by="the model being trained")
         return True
 
     def prune_best(self, best_epoch: int | None) -> None:
