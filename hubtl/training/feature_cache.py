@@ -46,9 +46,13 @@ def cache_decision(freezes_backbone: bool, enabled: bool, deterministic: bool) -
 @torch.inference_mode()
 def compute_features(
     accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int, num_workers: int,
-    seed: int,
+    seed: int, progress: str | None = None,
 ) -> TensorDataset:  # fmt: skip
-    """Run the frozen backbone once over a dataset (sharded over processes, gathered on all)."""
+    """Run the frozen backbone once over a dataset (sharded over processes, gathered on all).
+
+    `progress` names a tqdm bar shown by the main process (none when None)."""
+    from tqdm.auto import tqdm
+
     loader = DataLoader(
         dataset, batch_size, shuffle=False, collate_fn=make_collate(preprocess, task), num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),  # the cache never draws from the training RNG
@@ -56,8 +60,9 @@ def compute_features(
     loader = accelerator.prepare_data_loader(loader)
     backbone.eval()
     features, targets = [], []
+    bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
     with accelerator.autocast():
-        for batch, target in loader:
+        for batch, target in bar:
             gathered = accelerator.gather_for_metrics((backbone(batch).float(), target))
             features.append(gathered[0].cpu())
             targets.append(gathered[1].cpu())

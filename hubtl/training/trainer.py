@@ -115,9 +115,9 @@ class Trainer:
         if stale:
             self._log(f"Removed {len(stale)} staging folder(s) left by an interrupted run: {', '.join(map(str, stale))}.")
         set_seed(cfg.seed)
-        with self._phase("data"):
+        with self._phase("data", "Loading and checking the data"):
             self.data = self._load_data()
-        with self._phase("model"):
+        with self._phase("model", f"Building {cfg.backbone}"):
             self.model = self._build_model()
         self.use_cache = self._use_feature_cache()
         self._build_loop()
@@ -161,7 +161,7 @@ class Trainer:
         with self.accelerator.main_process_first():
             data = load_transfer_data(
                 cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs,
-                seed=cfg.seed, strict=cfg.strict,
+                seed=cfg.seed, strict=cfg.strict, progress=self._bars,
             )  # fmt: skip
         self._log(f"Data: {len(data.train)} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
         return data
@@ -195,13 +195,14 @@ class Trainer:
 
         cfg, acc = self.cfg, self.accelerator
         if self.use_cache:
-            with self._phase("features"):
+            count = len(self.data.train) + len(self.data.eval)
+            with self._phase("features", f"Computing the frozen backbone's features of {count} examples once"):
                 self.model.to(acc.device)
                 preprocess = self.model.preprocessor(train=False)
                 train_set, eval_set = (
                     compute_features(acc, self.model.backbone, ds, preprocess, cfg.task, cfg.per_device_eval_batch_size,
-                                     self._num_workers(), cfg.seed)
-                    for ds in (self.data.train, self.data.eval)
+                                     self._num_workers(), cfg.seed, progress=f"features ({name})" if self._bars else None)
+                    for name, ds in (("train", self.data.train), ("eval", self.data.eval))
                 )  # fmt: skip
             module: nn.Module = FeatureHead(self.model.head)
             train_collate = eval_collate = feature_collate
@@ -437,10 +438,13 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Exact evaluation on every process count: gather_for_metrics drops the padding duplicates."""
+        from tqdm.auto import tqdm
+
         acc = self.accelerator
         self.module.eval()
         all_logits, all_targets = [], []
-        for batch, targets in self.eval_loader:
+        batches = tqdm(self.eval_loader, desc="evaluate", unit="batch", leave=False, disable=not self._bars)
+        for batch, targets in batches:
             logits = self.module(batch)
             logits, targets = acc.gather_for_metrics((logits.float(), targets))
             all_logits.append(logits.cpu())
@@ -544,7 +548,7 @@ class Trainer:
         if self.main:
             from ..cards import write_model_card
 
-            with self._phase("save"):
+            with self._phase("save", "Saving the model, its training record and its card"):
                 self.model.to("cpu")
                 with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(self.model.state_dict())):
                     self.model.save_pretrained(self.output_dir)
@@ -600,14 +604,24 @@ class Trainer:
             "versions": library_versions(),
         }
 
+    @property
+    def _bars(self) -> bool:
+        """Whether this process shows progress bars (the main process, unless disable_tqdm)."""
+        return self.main and not self.cfg.disable_tqdm
+
     @contextlib.contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        """Time one phase of the run (data, model, features, save) for the summary."""
+    def _phase(self, name: str, doing: str | None = None) -> Iterator[None]:
+        """Time one phase of the run (data, model, features, save) for the summary; say when it starts and ends."""
         started = time.time()
+        if doing:
+            self._log(f"{doing} ...")
         try:
             yield
         finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.time() - started
+            seconds = time.time() - started
+            self.phases[name] = self.phases.get(name, 0.0) + seconds
+            if doing:
+                self._log(f"{doing}: done in {seconds:.1f} s.")
 
     def _log(self, message: str) -> None:
         """Log on the main process only."""
