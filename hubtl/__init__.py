@@ -21,6 +21,7 @@ from .errors import (  # noqa: E402
     HubtlError,
     InvalidInputError,
     ModelLoadError,
+    PluginError,
     PluginUnavailableError,
 )
 from .heads import Head, HeadConfig  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "HubtlError",
     "InvalidInputError",
     "ModelLoadError",
+    "PluginError",
     "PluginInfo",
     "PluginUnavailableError",
     "Preprocessor",

@@ -30,6 +30,10 @@ class ConfigFileError(ModelLoadError, ConfigError):
     """A saved model's config.json is invalid, tampered with, or written by a newer hubtl."""
 
 
+class PluginError(HubtlError, TypeError):
+    """A backbone plugin does not implement the transfer interface as documented (a fix for the plugin's author)."""
+
+
 class InvalidInputError(HubtlError, ValueError):
     """Raw inputs given to predict/embed or found in a dataset are unusable."""
 
