@@ -231,3 +231,56 @@ def test_empty_input_list(image_model: TransferModel, text_model: TransferModel,
 def test_non_string_to_a_text_model(text_model: TransferModel, bad, kind: str) -> None:
     with pytest.raises(InvalidInputError, match=rf"Text input #\d is a {kind}, not a string; pass strings"):
         text_model.predict(bad)
+
+
+# ---------------------------------------------------------------------------------------------- an unreachable Hub
+
+
+@pytest.fixture
+def refusing_hub():
+    """A loopback 'Hub' that accepts connections and closes them at once, counting how many it got."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)
+    seen = {"connections": 0}
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            seen["connections"] += 1
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", seen
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+@pytest.mark.parametrize("name", ["timm:resnet18", "transformers:hubtl-test/not-cached-anywhere"])
+def test_pretrained_weights_from_an_unreachable_hub_fail_without_retrying(refusing_hub, hf_home, name: str) -> None:
+    from hubtl.hub.client import use_endpoint
+
+    url, seen = refusing_hub
+    with use_endpoint(url), pytest.raises(BackboneNotFoundError, match=r"(pretrained weights|Could not load)"):
+        hubtl.create_backbone(name, pretrained=True)
+    # one probe, no retries (the Hub client alone makes 12 attempts over about a minute)
+    assert seen["connections"] <= 1, seen
+
+
+def test_pretrained_weights_in_offline_mode_ask_the_network_nothing(refusing_hub, hf_home, monkeypatch) -> None:
+    from hubtl.hub.client import offline, use_endpoint
+
+    url, seen = refusing_hub
+    with use_endpoint(url), offline(), pytest.raises(BackboneNotFoundError, match="pretrained weights"):
+        hubtl.create_backbone("timm:resnet18", pretrained=True)
+    assert seen["connections"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,8 +196,13 @@ class TimmPlugin(BackbonePlugin):
         """timm.create_model with errors that say what to do."""
         if not timm.is_model(model_name):
             raise suggest(model_name, timm.list_models(), "timm model", "See `hubtl backbones list 'timm:*'`.")
+        from ..hub.client import hub_reachable, offline
+
+        # Out of reach, the Hub client would retry for a minute: read the cache only, or fail at once.
+        cache_only = offline() if pretrained and not hub_reachable() else contextlib.nullcontext()
         try:
-            return timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
+            with cache_only:
+                return timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
         except TypeError as err:
             raise ConfigError(f"timm model {model_name!r} rejected backbone_kwargs {kwargs}: {err}") from err
         except (OSError, RuntimeError, ValueError) as err:

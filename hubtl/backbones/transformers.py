@@ -145,10 +145,15 @@ class TransformersPlugin(BackbonePlugin):
                 f"No directory {model_name!r} for transformers:{model_name}. Give an existing local directory "
                 "(with config.json, tokenizer files and weights) or a Hub ID 'namespace/name'."
             )
+        from ..hub.client import hub_reachable, offline
+
+        # Out of reach, the Hub client would retry for a minute: read the cache only, or fail at once.
+        cache_only = offline() if not os.path.isdir(source) and not hub_reachable() else contextlib.nullcontext()
         try:
-            config = AutoConfig.from_pretrained(source, **kwargs)
-            tokenizer = _load_tokenizer(source)
-            model = AutoModel.from_pretrained(source, config=config) if pretrained else AutoModel.from_config(config)
+            with cache_only:
+                config = AutoConfig.from_pretrained(source, **kwargs)
+                tokenizer = _load_tokenizer(source)
+                model = AutoModel.from_pretrained(source, config=config) if pretrained else AutoModel.from_config(config)
         except (OSError, ValueError) as err:
             where = "directory" if os.path.isdir(model_name) else "Hub ID"
             raise BackboneNotFoundError(

@@ -111,6 +111,29 @@ def _restore_env(saved: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
+#: Seconds `hub_reachable` waits for any answer from the Hub.
+PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub answers at all (one request, a few seconds at most); False in offline mode.
+
+    huggingface_hub retries a refused connection for about a minute before it gives up: a download that
+    may fall back on the cache asks this first and, when the Hub is out of reach, runs `offline()`.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(endpoint(), timeout=PROBE_TIMEOUT_S, follow_redirects=False)
+    except Exception as err:  # any transport failure: refused, reset, timed out, DNS
+        logger.info("The Hub at %s cannot be reached (%s): using the local cache only.", endpoint(), type(err).__name__)
+        return False
+    return True
+
+
 def is_unreachable(err: BaseException) -> bool:
     """True for network failures worth retrying (refused, reset, timed out), whatever HTTP library raised them."""
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
