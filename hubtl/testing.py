@@ -15,9 +15,14 @@ otherwise. Every check runs on CPU, with the torch seed fixed, and the kit resto
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
 import json
+import math
 import os
 import pickle
+import random
+import re
 import tempfile
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,12 +36,16 @@ from torch.overrides import TorchFunctionMode
 
 from .backbones import registry
 from .backbones.base import Backbone, BackbonePlugin, Preprocessor
-from .errors import HubtlError
+from .errors import ConfigError, HubtlError, PluginError
 from .hub.client import offline
 
 #: Tolerances of the numerical comparisons (features are float32 on CPU).
 BATCH_ATOL, BATCH_RTOL = 1e-5, 1e-4
 EXACT_ATOL = 1e-6
+#: Relative tolerance of "the same computation again" (eval determinism, save/load), by the features' dtype.
+RTOL_BY_DTYPE = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+#: torch/random/numpy seeds the preprocessor checks run under (fixed, so a verdict never changes between runs).
+SEEDS = (11, 22, 33, 44, 55, 66)
 
 #: A model name no plugin should be able to create.
 UNKNOWN_MODEL = "hubtl-conformance-no-such-model"
@@ -261,6 +270,60 @@ def _flatten(obj: Any) -> Iterator[Any]:
         yield obj
 
 
+def _rtol(dtype: torch.dtype) -> float:
+    """Relative tolerance of repeating the same computation in `dtype` (float32: 1e-6)."""
+    return RTOL_BY_DTYPE.get(dtype, 1e-6)
+
+
+def _beyond_tolerance(a: torch.Tensor, b: torch.Tensor, atol: float = 0.0) -> int:
+    """How many values of `b` differ from `a` by more than the dtype's relative tolerance (plus `atol`)."""
+    if a.shape != b.shape:
+        return max(a.numel(), b.numel(), 1)
+    a64, b64 = a.double(), b.double()
+    return int(((a64 - b64).abs() > _rtol(a.dtype) * a64.abs() + atol).sum())
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch, random and numpy for the duration, restoring their states afterwards."""
+    import numpy as np
+
+    states = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
+
+
+def _batch_difference(a: Any, b: Any) -> str | None:
+    """Where two preprocessed batches differ ('key ...'), or None when they are equal."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return None if a == b else "the batches"
+    if set(a) != set(b):
+        return f"keys {sorted(a)} vs {sorted(b)}"
+    for key in a:
+        x, y = a[key], b[key]
+        same = torch.equal(x, y) if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) else x == y
+        if not bool(same):
+            return f"key {key!r}"
+    return None
+
+
+def _claimed_determinism(pre: Preprocessor, what: str) -> bool:
+    """The preprocessor's `deterministic` flag; fail the check when it is unset or not a bool."""
+    try:
+        claim = pre.deterministic
+    except PluginError as err:
+        raise CheckFailed(f"{what}: {err}") from err
+    _require(isinstance(claim, bool), f"{what}.deterministic is {claim!r}; set it to True or False.")
+    return claim
+
+
 class _FirstUse(TorchFunctionMode):
     """Records, for each watched parameter, the index of the first torch op that reads it."""
 
@@ -288,18 +351,34 @@ def check_output_shape(s: Subject) -> str:
     return f"[{feats.shape[0]}, {feats.shape[1]}] {feats.dtype}, feature_dim={s.backbone.feature_dim}"
 
 
+def check_feature_dtype(s: Subject) -> str:
+    """Features are float32 (without autocast; under autocast the autocast dtype is accepted by hubtl)."""
+    feats = s.features()
+    _require(isinstance(feats, torch.Tensor), f"forward returned a {type(feats).__name__}, not a Tensor.")
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in s.backbone.parameters()})
+    _require(
+        feats.dtype == torch.float32,
+        f"features are {str(feats.dtype).replace('torch.', '')}, not float32 (parameters: {', '.join(dtypes) or 'none'}). "
+        "Keep the backbone's weights float32 (no .double() or .half() in create or from_spec) and return float32 "
+        "features; under mixed precision the autocast dtype is fine, hubtl casts features itself.",
+    )
+    return f"float32 features, parameters {', '.join(dtypes) or 'none'}"
+
+
 def check_deterministic_eval(s: Subject) -> str:
-    """Two forward passes in eval mode on the same batch give the same features."""
+    """Two forward passes in eval mode on the same batch give the same features (1e-6 relative for float32)."""
     batch = s.backbone.preprocessor(train=False)(list(s.examples))
     with torch.no_grad():
         first, second = s.backbone(batch), s.backbone(batch)
-    diff = _max_diff(first, second)
+    diff, rtol = _max_diff(first, second), _rtol(first.dtype)
+    beyond = _beyond_tolerance(first, second)
     _require(
-        diff <= EXACT_ATOL,
-        f"two eval-mode forward passes differ by up to {diff:.3g}: something random runs in eval mode "
-        "(dropout outside nn.Dropout, sampling); make eval-mode forward deterministic.",
+        beyond == 0,
+        f"two eval-mode forward passes on the same batch differ: {beyond} of {first.numel()} values by more than "
+        f"{rtol:g} relative (the {str(first.dtype).replace('torch.', '')} tolerance), up to {diff:.3g}: something random "
+        "runs in eval mode (noise, dropout outside nn.Dropout, sampling); make eval-mode forward deterministic.",
     )
-    return f"max difference {diff:.1g}"
+    return f"max difference {diff:.1g} (tolerance {rtol:g} relative)"
 
 
 def check_batch_independence(s: Subject) -> str:
@@ -323,6 +402,19 @@ def check_batch_independence(s: Subject) -> str:
         if diff > worst:
             worst, worst_i = diff, i
     return f"max difference {worst:.1g} (example {worst_i})"
+
+
+def check_trainable(s: Subject) -> str:
+    """Every parameter is trainable right after create(): the fine-tuning strategy decides what is frozen."""
+    params = list(s.backbone.named_parameters())
+    frozen = [n for n, p in params if not p.requires_grad]
+    _require(
+        not frozen,
+        f"{len(frozen)} of {len(params)} parameters are frozen (requires_grad=False) right after create(), e.g. "
+        f"{', '.join(frozen[:5])}. Leave every parameter trainable: the strategy (linear_probe, gradual, lora, full) "
+        "freezes what it must, and a parameter frozen in create() would never train under `full`.",
+    )
+    return f"all {len(params)} parameters trainable"
 
 
 def check_gradients(s: Subject) -> str:
@@ -426,14 +518,24 @@ def check_preprocessor(s: Subject) -> str:
     """preprocessor(train=False) is deterministic and says so, picklable, with a JSON config; train=True works too."""
     pre = s.backbone.preprocessor(train=False)
     _require(isinstance(pre, Preprocessor), f"preprocessor() returned a {type(pre).__name__}, not a hubtl.Preprocessor.")
-    _require(pre.deterministic is True, "preprocessor(train=False).deterministic is not True; eval preprocessing must be deterministic.")
-    first, second = pre(list(s.examples)), pre(list(s.examples))
+    _require(
+        _claimed_determinism(pre, "preprocessor(train=False)") is True,
+        "preprocessor(train=False).deterministic is False; eval preprocessing must be deterministic (and say so).",
+    )
+    with _seeded(SEEDS[0]):
+        first = pre(list(s.examples))
+    with _seeded(SEEDS[1]):
+        second = pre(list(s.examples))
     _require(isinstance(first, dict), f"the preprocessor returned a {type(first).__name__}; return a dict of tensors.")
     _require(set(first) == set(second), f"two eval preprocessings gave different keys: {sorted(first)} vs {sorted(second)}.")
     for key in first:
         a, b = first[key], second[key]
         same = torch.equal(a, b) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) else a == b
-        _require(bool(same), f"two eval preprocessings of the same inputs differ in {key!r}: remove randomness from train=False.")
+        _require(
+            bool(same),
+            f"two eval preprocessings of the same inputs (under different seeds) differ in {key!r}: remove randomness "
+            "from train=False.",
+        )
     try:
         pickle.loads(pickle.dumps(pre))
     except Exception as err:
@@ -453,6 +555,34 @@ def check_preprocessor(s: Subject) -> str:
     with torch.no_grad():
         _require_features(s.backbone(train_batch), s.backbone, len(s.examples), "train-mode preprocessing")
     return f"keys {sorted(first)}; deterministic, picklable, JSON config"
+
+
+def check_train_preprocessor(s: Subject) -> str:
+    """preprocessor(train=True).deterministic is true exactly when calls under different seeds give equal batches."""
+    pre = s.backbone.preprocessor(train=True)
+    _require(isinstance(pre, Preprocessor), f"preprocessor(train=True) returned a {type(pre).__name__}, not a hubtl.Preprocessor.")
+    claim = _claimed_determinism(pre, "preprocessor(train=True)")
+    batches = []
+    for seed in SEEDS:
+        with _seeded(seed):
+            batches.append(pre(list(s.examples)))
+    varying = next((d for d in (_batch_difference(batches[0], b) for b in batches[1:]) if d), None)
+    if claim:
+        _require(
+            varying is None,
+            f"preprocessor(train=True) says deterministic = True, but calls on the same inputs under different "
+            f"torch/random/numpy seeds give different batches ({varying} differs): it augments at random. Set "
+            "deterministic = False; otherwise a frozen-backbone run with augment: true caches the features of one "
+            "random augmentation and trains on them every epoch.",
+        )
+        return f"deterministic = True, and {len(SEEDS)} calls under different seeds gave equal batches"
+    _require(
+        varying is not None,
+        f"preprocessor(train=True) says deterministic = False, but {len(SEEDS)} calls under different torch/random/numpy "
+        "seeds gave equal batches. Set deterministic = True (frozen-backbone training can then cache features), or make "
+        "the augmentation draw from torch, random or numpy.",
+    )
+    return f"deterministic = False, and calls under different seeds differ ({varying})"
 
 
 def check_edge_inputs(s: Subject) -> str:
@@ -489,6 +619,109 @@ def check_image_paths(s: Subject) -> str:
             f"preprocessing the path {path.name} gives a different {key!r} than the PIL image; accept paths as raw inputs.",
         )
     return "paths and PIL images give the same batch"
+
+
+def _json_problem(value: Any, where: str) -> str | None:
+    """The first value inside `value` that does not survive JSON unchanged, as 'where: why', or None."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, (int, float)):
+        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold; use a finite number or null"
+    if isinstance(value, tuple):
+        return f"{where} is a tuple {value!r:.60}; config.json turns it into a list, so the loaded spec differs: use a list"
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _json_problem(v, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r} ({type(key).__name__}); JSON keys are strings: use {str(key)!r}"
+            if problem := _json_problem(item, f"{where}[{key!r}]"):
+                return problem
+        return None
+    return f"{where} is a {type(value).__module__}.{type(value).__qualname__} ({value!r:.60}), not a JSON value"
+
+
+def check_spec_json(s: Subject) -> str:
+    """spec() survives config.json unchanged: only dicts with string keys, lists, strings, finite numbers, bools, None."""
+    spec = s.backbone.spec()
+    _require(isinstance(spec, dict), f"spec() returned a {type(spec).__name__}, not a dict.")
+    problem = _json_problem(spec, "spec()")
+    _require(problem is None, f"{problem}. hubtl saves spec() in config.json and rebuilds from what it reads back.")
+    again = json.loads(json.dumps(spec, allow_nan=False))
+    _require(again == spec, f"spec() changes through JSON: {json.dumps(again)[:200]} vs {spec!r:.200}.")
+    return f"round-trips through JSON unchanged ({len(json.dumps(spec))} characters)"
+
+
+#: Secrets by their well-known shapes: Hugging Face, GitHub, GitLab, OpenAI-style, Slack, AWS, JWTs, private keys.
+_TOKEN_PATTERNS = re.compile(
+    r"\b(hf_[A-Za-z0-9]{20,}|api_org_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}"
+    r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
+#: Words in a spec key that say its value is a secret.
+_SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey", "api_key", "credential", "credentials", "auth"}
+
+
+def _looks_secret(text: str) -> str | None:
+    """Why `text` looks like a token or secret (a known token shape, or a long high-entropy run), or None."""
+    if _TOKEN_PATTERNS.search(text):
+        return "an access token or key"
+    for run in re.findall(r"[A-Za-z0-9+/_=-]{32,}", text):
+        mixed = all(re.search(c, run) for c in ("[a-z]", "[A-Z]", "[0-9]"))
+        counts = [run.count(c) for c in set(run)]
+        entropy = -sum(n / len(run) * math.log2(n / len(run)) for n in counts)
+        if mixed and entropy >= 4.0:
+            return f"a secret (a {len(run)}-character high-entropy string)"
+    return None
+
+
+def _looks_local(text: str) -> str | None:
+    """Why `text` looks like a path on this machine (absolute, home-relative, a file URL), or None."""
+    if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text):
+        return "an absolute path"
+    if text.startswith("~"):
+        return "a home-relative path (~)"
+    if text.lower().startswith("file:"):
+        return "a file URL"
+    return None
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str | None, str]]:
+    """(where, key, string) for every string inside nested dicts and lists, keys included."""
+    if isinstance(value, str):
+        yield where, None, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                yield f"{where} key", None, key
+                if isinstance(item, str):
+                    yield f"{where}[{key!r}]", key, item
+                    continue
+            yield from _strings(item, f"{where}[{key!r}]")
+
+
+def check_spec_public(s: Subject) -> str:
+    """spec() is published in config.json (and on the Hub): it holds no local path and nothing like a token."""
+    spec = s.backbone.spec()
+    _require(isinstance(spec, dict), f"spec() returned a {type(spec).__name__}, not a dict.")
+    notes = []
+    for where, key, text in _strings(spec, "spec()"):
+        if where == "spec()['name']" and text == s.model_name and os.path.exists(text):
+            notes.append("note: spec()['name'] is the local path create() was given; it is published as is")
+            continue
+        secret_key = key is not None and bool(_SECRET_WORDS & set(re.split(r"[^a-z0-9]+", key.lower()))) and text.strip()
+        why = _looks_local(text) or _looks_secret(text) or ("a secret (its key says so)" if secret_key else None)
+        shown = f"{text[:6]}..." if why and ("secret" in why or "token" in why) else f"{text[:80]!r}"
+        _require(
+            why is None,
+            f"{where} holds {shown}, which looks like {why}. hubtl publishes spec() in config.json and on the Hub: keep "
+            "local paths and secrets out of it. Take weights files and tokens as create() arguments that spec() does "
+            "not record (weights travel in model.safetensors; tokens come from the environment, e.g. HF_TOKEN).",
+        )
+    return "; ".join(["no local path, nothing like a token", *notes])
 
 
 def check_spec(s: Subject) -> str:
@@ -560,14 +793,18 @@ def check_save_load(s: Subject) -> str:
     spec = config["backbone"]
     _require(spec.get("plugin") == s.plugin_name, f"config.json names backbone plugin {spec.get('plugin')!r}.")
     before, after = model.embed(s.examples), loaded.embed(s.examples)
-    diff = _max_diff(before, after)
+    diff, scale = _max_diff(before, after), float(before.abs().max()) if before.numel() else 0.0
     _require(
-        diff <= EXACT_ATOL,
-        f"features after save_pretrained/from_pretrained differ by up to {diff:.3g}: some state is not a parameter or "
-        "buffer (register it), or from_spec builds a different preprocessing.",
+        _beyond_tolerance(before, after, atol=_rtol(before.dtype) * scale) == 0,
+        f"features after save_pretrained/from_pretrained differ by up to {diff:.3g} (tolerance {_rtol(before.dtype):g} "
+        "relative): some state is not a parameter or buffer (register it), or from_spec builds a different preprocessing.",
     )
-    logit_diff = _max_diff(model.logits(s.examples), loaded.logits(s.examples))
-    _require(logit_diff <= EXACT_ATOL, f"logits after save/load differ by up to {logit_diff:.3g}.")
+    logits, loaded_logits = model.logits(s.examples), loaded.logits(s.examples)
+    logit_diff, scale = _max_diff(logits, loaded_logits), float(logits.abs().max()) if logits.numel() else 0.0
+    _require(
+        _beyond_tolerance(logits, loaded_logits, atol=_rtol(logits.dtype) * scale) == 0,
+        f"logits after save/load differ by up to {logit_diff:.3g}.",
+    )
     return f"identical features (max difference {diff:.1g}); package={spec.get('package')!r}, spec_version={spec.get('spec_version')}"
 
 
@@ -603,11 +840,19 @@ def check_load_safety(s: Subject) -> str:
 
 
 def check_list_models(s: Subject) -> str:
-    """list_models() returns strings, filters by pattern, lists the model, and its first name is creatable."""
+    """list_models() returns strings, lists the model and filters by fnmatch pattern; checked by calling it only."""
     names = s.plugin.list_models()
     _require(
         isinstance(names, list) and all(isinstance(n, str) for n in names),
         f"list_models() returned {type(names).__name__} {str(names)[:80]}; return a list of model-name strings.",
+    )
+    nothing = f"{UNKNOWN_MODEL}*"
+    stray = s.plugin.list_models(nothing)
+    _require(
+        isinstance(stray, list) and not stray,
+        f"list_models({nothing!r}) returned {len(stray) if isinstance(stray, list) else stray!r} name(s) "
+        f"(e.g. {list(stray)[:3] if isinstance(stray, list) else stray!r}) that do not match the pattern: it ignores "
+        "`pattern`. Return only the names for which fnmatch.fnmatch(name, pattern) holds.",
     )
     is_path = os.path.exists(s.model_name)
     if not names:
@@ -622,32 +867,20 @@ def check_list_models(s: Subject) -> str:
             s.model_name in names,
             f"create({s.model_name!r}) works but list_models() does not list it; list every name the plugin creates.",
         )
-    first = names[0]
-    if not any(c in first for c in "*?["):
-        filtered = s.plugin.list_models(first)
+    target = s.model_name if s.model_name in names else names[0]
+    for pattern in (glob.escape(target), glob.escape(target[: max(1, len(target) // 2)]) + "*"):
+        got = s.plugin.list_models(pattern)
         _require(
-            isinstance(filtered, list) and first in filtered,
-            f"list_models({first!r}) does not return {first!r}: filter names with fnmatch-style patterns.",
+            isinstance(got, list) and target in got,
+            f"list_models({pattern!r}) does not return {target!r}: filter names with fnmatch-style patterns.",
         )
-    if first != s.model_name:
-        try:
-            with offline():
-                _create_cheaply(s.plugin, first)
-        except Exception as err:
-            raise CheckFailed(
-                f"list_models() lists {first!r} but create({first!r}, pretrained=False) fails "
-                f"({type(err).__name__}: {str(err)[:300]})."
-            ) from err
-    return f"{len(names)} name(s); the first, {first!r}, is creatable"
-
-
-def _create_cheaply(plugin: BackbonePlugin, model_name: str) -> Backbone:
-    """create(pretrained=False) on the meta device (no memory, no init cost); on CPU if meta is unsupported."""
-    try:
-        with torch.device("meta"):
-            return plugin.create(model_name, pretrained=False)
-    except Exception:
-        return plugin.create(model_name, pretrained=False)
+        wrong = [n for n in got if not fnmatch.fnmatch(n, pattern)]
+        _require(
+            not wrong,
+            f"list_models({pattern!r}) returned names that do not match it (e.g. {wrong[:3]}): filter with "
+            "fnmatch.fnmatch(name, pattern).",
+        )
+    return f"{len(names)} name(s), {target!r} among them; patterns filter"
 
 
 def check_unknown_model(s: Subject) -> str:
@@ -669,21 +902,29 @@ def check_unknown_model(s: Subject) -> str:
 #: The checks, in the order they run; `check_backbone(..., checks=[...])` runs a subset.
 CHECKS: dict[str, Callable[[Subject], str]] = {
     "output_shape": check_output_shape,
+    "feature_dtype": check_feature_dtype,
     "deterministic_eval": check_deterministic_eval,
     "batch_independence": check_batch_independence,
+    "trainable": check_trainable,
     "gradients": check_gradients,
     "layer_groups": check_layer_groups,
     "freeze_unfreeze": check_freeze_unfreeze,
     "preprocessor": check_preprocessor,
+    "train_preprocessor": check_train_preprocessor,
     "edge_inputs": check_edge_inputs,
     "image_paths": check_image_paths,
+    "spec_json": check_spec_json,
+    "spec_public": check_spec_public,
     "spec": check_spec,
     "save_load": check_save_load,
     "load_safety": check_load_safety,
     "list_models": check_list_models,
     "unknown_model": check_unknown_model,
 }
-CHECK_NAMES: tuple[str, ...] = tuple(CHECKS)
+#: Every check `checks=[...]` accepts, in the order they run: `plugin` and `create` always run first (the others
+#: need the backbone create() builds), so naming them runs only those two.
+ALWAYS_RUN = ("plugin", "create")
+CHECK_NAMES: tuple[str, ...] = (*ALWAYS_RUN, *CHECKS)
 
 
 # ---------------------------------------------------------------------------------------------- the runner
@@ -777,18 +1018,19 @@ def check_backbone(
 
     `plugin_or_name` is a full name ('timm:resnet18'), a plugin name with `model_name`, or a BackbonePlugin class or
     instance with `model_name` (the plugin need not be installed). `kwargs` go to `plugin.create`. `checks` picks a
-    subset of CHECK_NAMES; `examples` replaces the built-in raw inputs (needed for modalities other than image/text).
+    subset of CHECK_NAMES (`plugin` and `create` always run); `examples` replaces the built-in raw inputs (needed for modalities other than image/text).
     """
-    selected = list(CHECK_NAMES if checks is None else checks)
-    unknown = [c for c in selected if c not in CHECKS]
+    asked = list(CHECK_NAMES if checks is None else checks)
+    unknown = [c for c in asked if c not in CHECK_NAMES]
     if unknown:
-        raise ValueError(f"Unknown conformance checks {unknown}; choose from {', '.join(CHECK_NAMES)}.")
+        raise ConfigError(f"Unknown conformance checks {unknown}; choose from {', '.join(CHECK_NAMES)}.")
+    selected = [c for c in dict.fromkeys(asked) if c in CHECKS]  # plugin and create always run, first
     report = ConformanceReport(*_labels(plugin_or_name, model_name))
     try:
         plugin, plugin_name, model_name = _resolve(plugin_or_name, model_name)
     except (HubtlError, TypeError) as err:
         report.results.append(CheckResult("plugin", "fail", str(err)))
-        report.results += [CheckResult(c, "skip", "not run: the plugin is unavailable") for c in selected]
+        report.results += [CheckResult(c, "skip", "not run: the plugin is unavailable") for c in ["create", *selected]]
         return _finish(report, raise_on_failure)
     report.plugin, report.model = plugin_name, model_name
     report.results.append(_run_one("plugin", lambda: _check_plugin(plugin, plugin_name)))
