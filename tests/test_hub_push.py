@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from huggingface_hub import HfApi, ModelCard
+import yaml
+from huggingface_hub import HfApi, ModelCard, snapshot_download
 from test_cards import assert_complete, metadata_results, run_snippet, saved_model, usage_snippet, write_record
 
 import hubtl.hub.client as client
@@ -94,6 +97,35 @@ def tree_state(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+#: An absolute path inside text: a slash not preceded by a word, a dot, a colon or a slash (so no URL or ratio).
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/\\-])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def assert_nothing_private(folder: Path, private: list[Path | str]) -> list[str]:
+    """No file under `folder` (a downloaded repo) holds a path of this machine; return the files scanned.
+
+    Every file's bytes are searched for the given private places, the temp dir, the home dir and the venv; every
+    text file's absolute-path-like strings must name nothing that exists here and nothing under the temp dir.
+    """
+    temp = tempfile.gettempdir().rstrip("/") + "/"
+    needles = {str(p) for p in private} | {temp, str(Path.home()), sys.prefix, str(Path(__file__).resolve().parents[1])}
+    scanned = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts):
+        relative = path.relative_to(folder).as_posix()
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle.encode() not in data, f"{relative} holds the private path {needle!r}"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        for found in ABSOLUTE_PATH.findall(text):
+            assert not found.startswith(temp) and not (len(found) > 1 and os.path.exists(found)), (
+                f"{relative} holds the local path {found!r}")
+        scanned.append(relative)
+    return scanned
+
+
 def free_port() -> int:
     """A loopback port nothing listens on."""
     with socket.socket() as s:
@@ -144,6 +176,12 @@ def test_train_push_load_in_fresh_process(hub: str, api: HfApi, tiny_bert: str, 
     # The snippet of the pushed card runs as written, in a fresh process, against the Hub.
     output = run_snippet(usage_snippet(card.text), tmp_path, env=fresh_env(hub, tmp_path / "home-b"))
     assert "'label':" in output
+
+    # The trainer's push (the card written for the repo, pushed as is) publishes no path of this machine.
+    repo = Path(snapshot_download("team/sst2-tiny", cache_dir=tmp_path / "download"))
+    scanned = assert_nothing_private(repo, [tmp_path, tiny_bert.split(":", 1)[1], EXAMPLES])
+    assert {"README.md", "config.json", "training/config.yaml", "training/summary.json", "backbone/config.json"} <= set(scanned)
+    assert str(EXAMPLES) in (out / "training" / "config.yaml").read_text()  # the local record keeps its real paths
 
 
 def test_branch_revision_and_commit_sha(hub: str, api: HfApi, tmp_path: Path) -> None:
@@ -210,6 +248,79 @@ def test_hand_written_readme_is_pushed_unchanged(hub: str, api: HfApi, image_dir
     push_output_dir(image_dir, "me/handmade", token=TOKEN)
     assert ModelCard.load("me/handmade").text.strip() == "# Written by hand"
     assert (image_dir / "README.md").read_text() == "---\nlicense: mit\n---\n# Written by hand\n"
+
+
+def test_a_model_trained_from_local_paths_publishes_none_of_them(
+    hub: str, api: HfApi, tiny_bert: str, tiny_bert_dir: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A tiny BERT from a local folder, local tsv files, an output dir in tmp: the pushed repo names none of them,
+    and the model loads by Hub ID and predicts as the local one does."""
+    from hubtl.train import train
+
+    data = tmp_path / "data" / "reviews"
+    data.mkdir(parents=True)
+    for name, lines in (("train.tsv", 192), ("dev.tsv", 64)):
+        rows = (EXAMPLES / "data" / "sst2-mini" / name).read_text().splitlines()[:lines]
+        (data / name).write_text("\n".join(rows) + "\n")
+    out = tmp_path / "outputs" / "reviews-probe"
+    train({
+        "backbone": tiny_bert, "backbone_kwargs": {"pooling": "mean", "max_length": 32}, "labels": ["negative", "positive"],
+        "dataset": {"path": str(data), "data_files": {"train": str(data / "train.tsv"), "validation": str(data / "dev.tsv")},
+                    "column_names": ["sentence", "label"], "text_column": "sentence", "eval_split": "validation"},
+        "strategy": "linear_probe", "num_train_epochs": 1, "per_device_train_batch_size": 32, "learning_rate": 0.01,
+        "output_dir": str(out), "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0, "seed": 0,
+    })
+    local_record = (out / "training" / "config.yaml").read_text()
+    before = tree_state(out)
+
+    push_output_dir(out, "team/reviews", token=TOKEN)
+    repo = Path(snapshot_download("team/reviews", cache_dir=tmp_path / "download"))
+    private = [tmp_path, tmp_path_factory.getbasetemp(), tiny_bert_dir]
+    scanned = assert_nothing_private(repo, private)
+    assert {"README.md", "config.json", "training/config.yaml", "training/summary.json", "training/metrics.jsonl",
+            "backbone/config.json", "backbone/tokenizer_config.json"} <= set(scanned)
+
+    pushed = yaml.safe_load((repo / "training" / "config.yaml").read_text())
+    assert pushed["dataset"]["path"] == "reviews" and pushed["output_dir"] == "reviews-probe"
+    assert pushed["dataset"]["data_files"] == {"train": "train.tsv", "validation": "dev.tsv"}
+    assert pushed["backbone"] == f"transformers:{tiny_bert_dir.name}" and pushed["learning_rate"] == 0.01
+    assert json.loads((repo / "config.json").read_text())["backbone"]["name"] == tiny_bert_dir.name
+    assert json.loads((repo / "training" / "summary.json").read_text())["dataset"] == "reviews"
+    card = ModelCard.load("team/reviews")
+    assert "the local dataset `reviews`" in card.text and card.data.datasets is None and card.data.base_model is None
+    # the output dir keeps its real paths (so --resume here works): only the card and its plots were refreshed
+    assert (out / "training" / "config.yaml").read_text() == local_record and str(data) in local_record
+    changed = {k for k in before.keys() | tree_state(out).keys() if before.get(k) != tree_state(out).get(k)}
+    assert changed <= {"README.md", "training/training_curves.png", "training/confusion_matrix.png"}
+
+    local = TransferModel.from_pretrained(out).predict(SENTENCES)
+    assert_same_predictions(TransferModel.from_pretrained("team/reviews").predict(SENTENCES), local)
+
+    # With the base model recorded (the `base_model` config key), a local backbone is published as its Hub ID.
+    summary_path = out / "training" / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "base_model": "google/bert_uncased_L-2_H-128_A-2"}))
+    push_output_dir(out, "team/reviews", token=TOKEN)
+    repo = Path(snapshot_download("team/reviews", cache_dir=tmp_path / "download-2"))
+    assert_nothing_private(repo, private)
+    assert json.loads((repo / "config.json").read_text())["backbone"]["name"] == "google/bert_uncased_L-2_H-128_A-2"
+    assert yaml.safe_load((repo / "training" / "config.yaml").read_text())["backbone"] == (
+        "transformers:google/bert_uncased_L-2_H-128_A-2")
+    assert ModelCard.load("team/reviews").data.base_model == "google/bert_uncased_L-2_H-128_A-2"
+    again = TransferModel.from_pretrained("team/reviews")
+    assert_same_predictions(again.predict(SENTENCES), local)
+
+
+def test_the_path_scan_finds_local_paths(tmp_path: Path) -> None:
+    """The scan above fails on a private path, an existing absolute path and a temp path, not on URLs or ratios."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "README.md").write_text("See https://huggingface.co/org/name, training/config.yaml and 1/2 of it.\n")
+    assert assert_nothing_private(folder, [tmp_path / "secret"]) == ["README.md"]
+    for leak in (f"path: {tmp_path / 'secret' / 'data'}", "dataset: /etc", f"output: {tempfile.gettempdir()}/x/y",
+                 f"home: {Path.home()}"):
+        (folder / "training.yaml").write_text(leak + "\n")
+        with pytest.raises(AssertionError, match="training.yaml holds the"):
+            assert_nothing_private(folder, [tmp_path / "secret"])
 
 
 # --------------------------------------------------------------------------- refusals and bad input

@@ -38,6 +38,11 @@ def push_output_dir(
     plots are rendered once for `repo_id`, uploaded, and only after a successful upload copied into the output dir.
     With `render_card=False` the folder is uploaded as it is: for a caller that has just written the card for this
     repo with `write_model_card(output_dir, repo_id=repo_id)` (the trainer), so nothing is rendered twice.
+
+    Either way no path of this machine is published: the uploaded training/config.yaml, training/summary.json,
+    config.json and backbone/*.json hold local paths as their folder or file names, and a local backbone as its base
+    model's Hub ID when the record names one (`hubtl.cards.public`). The output dir keeps the real paths, so
+    `--resume` here still works.
     """
     from ..cards import CARD_FILES, README_NAME, is_generated_card, write_model_card
     from ..layout import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_config
@@ -59,6 +64,7 @@ def push_output_dir(
         _stage(directory, staging)
         if render:
             write_model_card(staging, repo_id=repo_id, force=True)
+        _publish_paths(staging)  # after the card, which reads the real paths to tell local data from Hub data
         url = _upload(staging, repo_id, private, revision, commit_message, token)
         if render:  # the files just rendered in staging (links replaced by real files) become the output dir's own
             try:
@@ -101,6 +107,62 @@ def _stage(directory: Path, staging: Path) -> None:
                 if path.is_file() and not _ignored(relative):
                     (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                     _link(path, staging / relative)
+
+
+def _publish_paths(staging: Path) -> list[str]:
+    """Replace, in staging, each file holding a path of this machine by its public form; return the files replaced.
+
+    A staged file is a link to the output dir's own: it is replaced (atomically), never written through.
+    """
+    import json
+
+    import yaml
+
+    from ..cards.public import (
+        public_config,
+        public_model_config,
+        public_name_keys,
+        public_summary,
+        recorded_base_model,
+        saved_base_model,
+    )
+    from ..layout import (
+        BACKBONE_DIR,
+        CONFIG_NAME,
+        SUMMARY_NAME,
+        TRAINING_CONFIG_NAME,
+        TRAINING_DIR,
+        atomic_write,
+        read_training_record,
+    )
+
+    record = read_training_record(staging)
+    base_model = recorded_base_model(record.config, record.summary) or saved_base_model(staging)
+    replaced: list[str] = []
+
+    def replace(relative: str, old: object, new: object, data: str) -> None:
+        if new != old:
+            atomic_write(staging / relative, data)
+            replaced.append(relative)
+
+    if record.config:
+        public = public_config(record.config, base_model)
+        replace(f"{TRAINING_DIR}/{TRAINING_CONFIG_NAME}", record.config, public, yaml.safe_dump(public, sort_keys=False))
+    if record.summary:
+        public = public_summary(record.summary)
+        replace(f"{TRAINING_DIR}/{SUMMARY_NAME}", record.summary, public, json.dumps(public, indent=2))
+    config = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
+    public = public_model_config(config, base_model)
+    replace(CONFIG_NAME, config, public, json.dumps(public, indent=2, sort_keys=True) + "\n")
+    for path in sorted((staging / BACKBONE_DIR).rglob("*.json")) if (staging / BACKBONE_DIR).is_dir() else []:
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # loading refuses such a file anyway; nothing of it is rewritten here
+        if isinstance(content, dict):
+            public = public_name_keys(content, base_model)
+            replace(path.relative_to(staging).as_posix(), content, public, json.dumps(public, indent=2, ensure_ascii=False) + "\n")
+    return replaced
 
 
 def _ignored(relative: Path) -> bool:
