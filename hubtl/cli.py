@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .errors import HubtlError
+from .errors import ConfigError, HubtlError
 
 
 def _backbones_list(args: argparse.Namespace) -> int:
@@ -96,10 +96,52 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _hub_serve(args: argparse.Namespace) -> int:
-    """Run the self-hosted Hub-compatible server."""
-    from .hub.server import serve
+    """Run the self-hosted Hub server; print one line (and write --ready-file) once it accepts requests."""
+    import socket
+    from pathlib import Path
 
-    serve(args.root, host=args.host, port=args.port, token=args.token)
+    import uvicorn
+
+    from .hub.server import create_app
+    from .layout import atomic_write
+
+    ready_file = Path(args.ready_file) if args.ready_file else None
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # a file left by an earlier run must not announce this one
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(
+            f"Cannot listen on {args.host}:{args.port} ({err.strerror or err}): another program uses the port, or the "
+            "address is not this machine's. Pick another --port (0 picks a free one) or --host."
+        ) from None
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    hint = f"export HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1" + (" HF_TOKEN=<token>" if args.token else "")
+
+    def announce() -> None:
+        if ready_file is not None:
+            atomic_write(ready_file, url + "\n")
+        print(f"hubtl hub ready at {url}, serving {Path(args.root).resolve()}; clients: {hint}", flush=True)
+
+    class AnnouncingServer(uvicorn.Server):
+        """uvicorn's server, announcing itself once it accepts requests."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                announce()
+
+    app = create_app(args.root, args.token)
+    try:
+        AnnouncingServer(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)  # the server no longer accepts requests
     return 0
 
 
@@ -191,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=None, help="token required for writes")
+    p.add_argument("--ready-file", default=None, help="write the server's URL to this file once it accepts requests")
     p.set_defaults(func=_hub_serve)
 
     p = sub.add_parser("demo", help="the whole story: fine-tune, push with a card, load by Hub ID, predict")
