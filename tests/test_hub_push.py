@@ -310,6 +310,18 @@ def test_a_model_trained_from_local_paths_publishes_none_of_them(
     assert_same_predictions(again.predict(SENTENCES), local)
 
 
+def test_a_card_written_for_the_local_folder_is_not_published_as_is(hub: str, image_dir: Path, tmp_path: Path) -> None:
+    """`render_card=False` pushes a card written for this repo as is, but never one that loads from this folder's path."""
+    from hubtl.cards import write_model_card
+
+    write_model_card(image_dir)  # `hubtl card out`: the snippet loads from the folder's absolute path
+    assert str(image_dir.resolve()) in (image_dir / "README.md").read_text()
+    push_output_dir(image_dir, "me/local-card", token=TOKEN, render_card=False)
+    card = ModelCard.load("me/local-card")
+    assert 'from_pretrained("me/local-card")' in card.text and str(tmp_path) not in card.content
+    assert_nothing_private(Path(snapshot_download("me/local-card", cache_dir=tmp_path / "download")), [tmp_path])
+
+
 def test_the_path_scan_finds_local_paths(tmp_path: Path) -> None:
     """The scan above fails on a private path, an existing absolute path and a temp path, not on URLs or ratios."""
     folder = tmp_path / "repo"

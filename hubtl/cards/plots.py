@@ -110,7 +110,8 @@ def curves_figure(record: TrainingRecord) -> Any:
             ax.axvline(best_x, color="tab:red", linestyle=":", linewidth=1.2, label=f"kept: epoch {best}")
             value = next((r.get(key) for r in epochs if r.get("epoch") == best and is_number(r.get(key))), None)
             if value is not None:
-                ax.plot([best_x], [value], marker="*", markersize=14, color="tab:red", linestyle="none", clip_on=False)
+                ax.plot([best_x], [value], marker="*", markersize=16, markerfacecolor="none", markeredgewidth=1.5,
+                        color="tab:red", linestyle="none", clip_on=False)  # hollow: the point it marks shows through
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
         ax.grid(alpha=0.3)

@@ -37,7 +37,9 @@ def push_output_dir(
     With `render_card` (the default, what `hubtl push` does) a generated README.md (never a hand-written one) and its
     plots are rendered once for `repo_id`, uploaded, and only after a successful upload copied into the output dir.
     With `render_card=False` the folder is uploaded as it is: for a caller that has just written the card for this
-    repo with `write_model_card(output_dir, repo_id=repo_id)` (the trainer), so nothing is rendered twice.
+    repo with `write_model_card(output_dir, repo_id=repo_id)` (the trainer), so nothing is rendered twice; a
+    generated card that does not load from `repo_id` (written for the local folder, whose path it names) is
+    rendered for the repo all the same.
 
     Either way no path of this machine is published: the uploaded training/config.yaml, training/summary.json,
     config.json and backbone/*.json hold local paths as their folder or file names, and a local backbone as its base
@@ -58,7 +60,10 @@ def push_output_dir(
     generated = not readme.is_file() or is_generated_card(readme)
     if not generated:
         logger.info("%s was written by hand; pushing it unchanged.", readme)
-    render = render_card and generated
+    stale = generated and readme.is_file() and f'from_pretrained("{repo_id}")' not in readme.read_text(errors="replace")
+    if not render_card and stale:  # written for another place (this folder's path, another repo): not published
+        logger.info("%s was generated for another place than %s; rendering it for the repo.", readme, repo_id)
+    render = generated and (render_card or stale)
     with tempfile.TemporaryDirectory(prefix="hubtl-push-") as tmp:
         staging = Path(tmp) / directory.resolve().name
         _stage(directory, staging)
