@@ -44,3 +44,7 @@ class DataError(HubtlError, ValueError):
 
 class HubError(HubtlError, OSError):
     """Talking to the Hub failed."""
+
+
+class ExportError(HubtlError, ValueError):
+    """A model cannot be exported exactly to the asked format; the message says why and which format or training works."""

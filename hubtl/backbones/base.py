@@ -49,6 +49,9 @@ class Preprocessor(abc.ABC):
     def save_files(self, directory: Path) -> None:
         """Write the files a consumer without hubtl needs to preprocess (a tokenizer's); none by default (exports use it)."""
 
+    def save_files(self, directory: Path) -> None:
+        """Write the files a consumer without hubtl needs to preprocess (a tokenizer's); none by default (exports use it)."""
+
 
 class Backbone(nn.Module, abc.ABC):
     """A pretrained network that maps a preprocessed batch to one pooled feature vector per example."""
@@ -57,6 +60,9 @@ class Backbone(nn.Module, abc.ABC):
     feature_dim: int = 0
     #: attribute name of the submodule PEFT can wrap with LoRA adapters (a transformers model); None: no LoRA
     lora_module: str | None = None
+    #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),
+    #: "timm", "transformers" (each also needs `export_source`); ONNX export is still tried when undeclared
+    export_formats: tuple[str, ...] = ()
     #: Hub ID of the pretrained weights (published as the card's base_model instead of a local path); None: unknown
     base_model: str | None = None
     #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),
@@ -81,6 +87,10 @@ class Backbone(nn.Module, abc.ABC):
 
     def save_files(self, directory: Path) -> None:
         """Write the files `from_spec` needs beside the weights (tokenizer, configs); none by default."""
+
+    def export_source(self, format: str) -> dict[str, Any]:
+        """The library-native parts the `format` exporter rebuilds from (docs/writing-plugins.md, "Exporting"); none by default."""
+        return {}
 
     def export_source(self, format: str) -> dict[str, Any]:
         """The library-native parts the `format` exporter rebuilds from (docs/writing-plugins.md, "Exporting"); none by default."""
