@@ -9,7 +9,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from .layout import (
 )
 from .tasks import get_task
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .export import ExportResult
 
 logger = logging.getLogger("hubtl")
 
@@ -182,6 +185,16 @@ class TransferModel(nn.Module):
         return push_model(
             self, repo_id, private=private, revision=revision, commit_message=commit_message, token=token
         )
+
+    def export(self, format: str, directory: str | os.PathLike, **options: Any) -> ExportResult:
+        """Write this model for plain timm, plain transformers or ONNX Runtime ('timm', 'transformers', 'onnx'), verified.
+
+        Refused with an ExportError (nothing written) where the format cannot compute exactly what this model does.
+        Options: overwrite, push_to_hub, token, private; for 'onnx' also quantize='dynamic', eval_file, opset.
+        """
+        from .export import export_model
+
+        return export_model(self, format, directory, **options)
 
     # ------------------------------------------------------------------ loading
 

@@ -839,6 +839,30 @@ def check_load_safety(s: Subject) -> str:
     return "from_spec read only the model directory and library files; no process, no code from the directory"
 
 
+def check_onnx_export(s: Subject) -> str:
+    """When the backbone declares 'onnx' in export_formats: hubtl.export writes an ONNX model whose onnxruntime logits match."""
+    if "onnx" not in getattr(s.backbone, "export_formats", ()):
+        raise CheckSkipped("the backbone does not declare 'onnx' in export_formats")
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise CheckSkipped(f"ONNX export needs onnxruntime and onnxscript (pip install 'hubtl[onnx]'): {err}") from err
+    from .errors import ExportError
+    from .export import export_model
+    from .model import TransferModel
+
+    model = TransferModel.from_backbone(s.backbone, labels=["first", "second"])
+    try:
+        result = export_model(model, "onnx", s.workdir / "onnx-export")
+    except ExportError as err:
+        raise CheckFailed(f"the backbone declares 'onnx' in export_formats, but the ONNX export fails: {err}") from err
+    return (
+        f"onnxruntime gives PyTorch's logits (max |difference| {result.max_abs_diff:.1g}) on {result.checked_inputs} "
+        "inputs of another batch size than the export's"
+    )
+
+
 def check_list_models(s: Subject) -> str:
     """list_models() returns strings, lists the model and filters by fnmatch pattern; checked by calling it only."""
     names = s.plugin.list_models()
@@ -918,6 +942,7 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
     "spec": check_spec,
     "save_load": check_save_load,
     "load_safety": check_load_safety,
+    "onnx_export": check_onnx_export,
     "list_models": check_list_models,
     "unknown_model": check_unknown_model,
 }

@@ -541,6 +541,10 @@ def test_public_forms_of_local_paths() -> None:
     assert public_config(hub) == {**hub, "output_dir": "run"}  # Hub IDs and in-repo files stay as they are
     assert public_config({"backbone": "transformers:org/model", "dataset": "C:\\data\\ants"}) == {
         "backbone": "transformers:org/model", "dataset": "ants"}
+    names = {"labels": ["/r/funny", "/r/sad"], "dataset": {"path": "org/ds", "column_names": ["/text", "label"]}}
+    assert public_config(names) == names  # labels and columns are names, whatever they look like
+    assert public_config({"backbone": "transformers:/x/copy"}, base_model="bert-base-uncased") == {
+        "backbone": "transformers:bert-base-uncased"}  # a legacy bare Hub ID recorded as the base model
 
     summary = public_summary({"dataset": "/data/hymenoptera", "skipped_files": ["/data/hymenoptera/train/bees/x.jpg",
                                                                                   "/elsewhere/y.jpg"], "best_epoch": 2})

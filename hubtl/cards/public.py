@@ -23,6 +23,9 @@ PATH_KEYS = ("output_dir", "resume_from_checkpoint")
 #: Keys of a transformers folder's JSON files that hold the name or path the files were saved from.
 NAME_KEYS = ("_name_or_path", "name_or_path")
 
+#: Keys whose values are names (labels, columns, modules, separators), kept as they are whatever they look like.
+_NOT_PATHS = frozenset({"labels", "column_names", "label_separator", "lora_target_modules", "text_column",
+                        "image_column", "label_column", "metric_for_best_model"})
 _ABSOLUTE = re.compile(r"^(?:/|~|\\\\|[A-Za-z]:[\\/]|file://|\.{1,2}[\\/])")
 
 
@@ -64,6 +67,11 @@ def is_hub_id(value: Any) -> bool:
     )
 
 
+def is_model_id(value: Any) -> bool:
+    """True for a recorded base model's Hub ID: 'namespace/name', or a legacy bare name such as 'bert-base-uncased'."""
+    return isinstance(value, str) and looks_like_repo_id(value) and not is_local_path(value)
+
+
 def public_dataset_path(path: str) -> str:
     """A dataset path as published: a Hub dataset ID as is, a local folder or file as its name."""
     if path in LOCAL_BUILDERS or names_hub_repo(path):
@@ -75,7 +83,7 @@ def public_backbone_name(name: str, base_model: str | None = None) -> str:
     """A backbone name (no plugin prefix) as published: a local path becomes its base model's Hub ID, else its name."""
     if not is_local_backbone(name):
         return name
-    return base_model if is_hub_id(base_model) else (local_name(name) or "local-backbone")
+    return base_model if is_model_id(base_model) else (local_name(name) or "local-backbone")
 
 
 def public_backbone(spec: str, base_model: str | None = None) -> str:
@@ -105,8 +113,9 @@ def public_config(config: dict[str, Any], base_model: str | None = None) -> dict
         public = dict(out["dataset"])
         if isinstance(dataset.get("path"), str):
             public["path"] = public_dataset_path(dataset["path"])
-        in_repo = isinstance(dataset.get("path"), str) and names_hub_repo(dataset["path"])
-        public["data_files"] = _map_files(dataset.get("data_files"), local=not in_repo)
+        if "data_files" in dataset:
+            in_repo = isinstance(dataset.get("path"), str) and names_hub_repo(dataset["path"])
+            public["data_files"] = _map_files(dataset["data_files"], local=not in_repo)
         out["dataset"] = public
     elif isinstance(dataset, str):
         out["dataset"] = public_dataset_path(dataset)
@@ -156,7 +165,7 @@ def public_name_keys(content: dict[str, Any], base_model: str | None = None) -> 
 def recorded_base_model(config: dict[str, Any], summary: dict[str, Any]) -> str | None:
     """The base model's Hub ID the training record names (`base_model` of summary.json or the training config)."""
     for value in (summary.get("base_model"), config.get("base_model")):
-        if is_hub_id(value):
+        if is_model_id(value):
             return str(value)
     return None
 
@@ -194,9 +203,12 @@ def _map_files(files: Any, local: bool) -> Any:
 
 
 def _scrub(value: Any) -> Any:
-    """A copy of a JSON/YAML value with every string that is a local path replaced by its last part."""
+    """A copy of a JSON/YAML value with every string that is a local path replaced by its last part.
+
+    Values that are names, never paths (labels, columns, module names), are kept even when they start with a slash.
+    """
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
+        return {k: v if k in _NOT_PATHS else _scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     if is_local_path(value):
