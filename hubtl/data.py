@@ -241,6 +241,21 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
         raise ConfigError("label_separator is empty; set it to the character between labels, e.g. ','.")
 
 
+def check_source(cfg: DatasetConfig) -> None:
+    """Check that the data's local paths exist, without reading any data (the trainer's first checks)."""
+    if not cfg.path and not cfg.data_files:
+        raise ConfigError(f"dataset.path is empty and no dataset.data_files are given; give {_SUPPORTED}.")
+    path = os.path.expanduser(cfg.path) if cfg.path else None
+    if path is not None and not os.path.exists(path) and cfg.path not in _FORMAT_NAMES:
+        local = path.startswith((".", "/", "~")) or path.count("/") > 1 or _extension(path) != ""
+        if local or not looks_like_repo_id(cfg.path):
+            raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {_SUPPORTED}.")
+        return  # a Hub dataset ID: checked when it is loaded
+    if cfg.data_files is not None:
+        base = path if path is not None and os.path.isdir(path) else os.getcwd()
+        _resolve_data_files(cfg.data_files, base)
+
+
 # --- loading -------------------------------------------------------------------------------------
 
 

@@ -119,6 +119,7 @@ class TransferModel(nn.Module):
     def _run(self, inputs: Any, batch_size: int, module: nn.Module) -> torch.Tensor:
         """Preprocess raw inputs in batches and run `module` on them in eval mode."""
         examples = _as_list(inputs)
+        _warn_if_mismatched(examples, self.backbone.modality)
         preprocess = self.preprocessor(train=False)
         device = next(self.parameters()).device
         was_training = self.training
@@ -343,6 +344,16 @@ def _move_into(staging: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(entry, dest)
+
+
+def _warn_if_mismatched(examples: list[Any], modality: str) -> None:
+    """Warn when a text model is given only paths of existing files (it would classify the path strings)."""
+    if modality == "text" and all(isinstance(x, (str, os.PathLike)) and os.path.isfile(x) for x in examples):
+        logger.warning(
+            "All %d inputs are paths of existing files, but this is a text model: it classifies the path strings "
+            "themselves, not the files' content. Pass the texts (e.g. Path(f).read_text()), or use an image model.",
+            len(examples),
+        )
 
 
 def _as_list(inputs: Any) -> list[Any]:

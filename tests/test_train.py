@@ -969,3 +969,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(reference: Path, run_conf
     assert not result.interrupted and (out / "config.json").is_file()
     _assert_same_weights(reference, out, atol=1e-6)
     _same_history(reference, out)
+
+
+# ---------------------------------------------------------------------------------------------- checks before any work
+
+
+def test_every_problem_of_a_config_is_reported_before_data_is_read(images: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # an earlier run's model: judged only once name and paths are right
+    with pytest.raises(ConfigError) as err:
+        train(_config(out, backbone="timm:resnet_18_typo", pretrained=False, dataset={"path": str(tmp_path / "missing")}))
+    message = str(err.value)
+    assert message.startswith("The run cannot start; fix these 2 problems:")
+    assert "Unknown timm model 'resnet_18_typo'" in message and "Dataset path not found" in message
+    assert "Loading and checking the data" not in _messages(caplog)  # nothing was read
+    with pytest.raises(ConfigError, match="already holds a model or checkpoints from an earlier run"):
+        train(_timm(images, out))

@@ -72,7 +72,7 @@ def config(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _launch(config: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _launch(config: Path, out: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
@@ -82,6 +82,8 @@ def _launch(config: Path, out: Path, *overrides: str) -> subprocess.CompletedPro
     # GPUs hidden: on a machine with one GPU, Accelerate's barrier would still address cuda:<rank> (seen on an H200)
     env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if check is False:
+        return done
     errors = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
     assert done.returncode == 0, "\n".join(errors[:20]) + "\n...\n" + done.stderr[-3000:]
     return done
@@ -146,3 +148,13 @@ def test_two_processes_share_the_feature_cache(config: Path) -> None:
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_a_data_error_stops_every_process_with_one_message(config: Path) -> None:
+    done = _launch(config, config.parent / "bad-split", "--dataset.eval_split", "nope", check=False)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("hubtl: error:")]
+    assert len(errors) == 1 and "Eval split 'nope' not found" in errors[0], done.stderr[-3000:]
+    # no process waited at a barrier until it timed out, and no hubtl traceback was printed
+    assert "hubtl/" not in "".join(line for line in done.stderr.splitlines() if line.strip().startswith("File "))
+    assert "exitcode  : 2" in done.stderr  # the main process's clean exit is what the launcher reports first

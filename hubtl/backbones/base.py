@@ -49,9 +49,6 @@ class Preprocessor(abc.ABC):
     def save_files(self, directory: Path) -> None:
         """Write the files a consumer without hubtl needs to preprocess (a tokenizer's); none by default (exports use it)."""
 
-    def save_files(self, directory: Path) -> None:
-        """Write the files a consumer without hubtl needs to preprocess (a tokenizer's); none by default (exports use it)."""
-
 
 class Backbone(nn.Module, abc.ABC):
     """A pretrained network that maps a preprocessed batch to one pooled feature vector per example."""
@@ -60,9 +57,6 @@ class Backbone(nn.Module, abc.ABC):
     feature_dim: int = 0
     #: attribute name of the submodule PEFT can wrap with LoRA adapters (a transformers model); None: no LoRA
     lora_module: str | None = None
-    #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),
-    #: "timm", "transformers" (each also needs `export_source`); ONNX export is still tried when undeclared
-    export_formats: tuple[str, ...] = ()
     #: Hub ID of the pretrained weights (published as the card's base_model instead of a local path); None: unknown
     base_model: str | None = None
     #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),
@@ -92,10 +86,6 @@ class Backbone(nn.Module, abc.ABC):
         """The library-native parts the `format` exporter rebuilds from (docs/writing-plugins.md, "Exporting"); none by default."""
         return {}
 
-    def export_source(self, format: str) -> dict[str, Any]:
-        """The library-native parts the `format` exporter rebuilds from (docs/writing-plugins.md, "Exporting"); none by default."""
-        return {}
-
 
 class BackbonePlugin(abc.ABC):
     """Adapts one family of models (timm, transformers, ...) to the transfer interface."""
@@ -117,6 +107,11 @@ class BackbonePlugin(abc.ABC):
     @abc.abstractmethod
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> Backbone:
         """Rebuild the architecture of `spec` without downloading weights."""
+
+    def check_name(self, model_name: str) -> None:
+        """Raise BackboneNotFoundError when `model_name` surely cannot be created (cheap: no download, no build).
+
+        Called before a training run reads any data; the default accepts every name (create() decides)."""
 
     @abc.abstractmethod
     def list_models(self, pattern: str | None = None) -> list[str]:

@@ -176,6 +176,12 @@ def list_backbones(pattern: str | None = None, modality: str | None = None) -> l
     return names
 
 
+def check_backbone_name(name: str) -> None:
+    """Check that '<plugin>:<model>' names an installed plugin and a model it knows, without building anything."""
+    plugin_name, model_name = split_backbone_name(name)
+    get_plugin(plugin_name).check_name(model_name)
+
+
 def create_backbone(name: str, pretrained: bool = True, **kwargs: Any) -> Backbone:
     """Create the backbone '<plugin>:<model>' with the plugin's pretrained weights (or random ones)."""
     plugin_name, model_name = split_backbone_name(name)

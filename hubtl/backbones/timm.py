@@ -106,7 +106,6 @@ class TimmBackbone(Backbone):
 
     modality = "image"
     export_formats = ("onnx", "timm")
-    export_formats = ("onnx", "timm")
 
     def __init__(self, model: nn.Module, model_name: str, kwargs: dict[str, Any], data_config: dict[str, Any]) -> None:
         super().__init__()
@@ -129,12 +128,6 @@ class TimmBackbone(Backbone):
             groups = timm.models.group_parameters(self.model, self.model.group_matcher(coarse=True))
             return [[params[n] for n in groups[key]] for key in sorted(groups) if groups[key]]
         return [list(child.parameters()) for child in self.model.children() if any(True for _ in child.parameters())]
-
-    def export_source(self, format: str) -> dict[str, Any]:
-        """For 'timm': the timm model (no classifier), its architecture name and the create_model kwargs it was built with."""
-        if format != "timm":
-            return {}
-        return {"model": self.model, "architecture": self.model_name, "model_args": dict(self.kwargs)}
 
     def export_source(self, format: str) -> dict[str, Any]:
         """For 'timm': the timm model (no classifier), its architecture name and the create_model kwargs it was built with."""
@@ -198,6 +191,11 @@ class TimmPlugin(BackbonePlugin):
 
     def list_models(self, pattern: str | None = None) -> list[str]:
         return timm.list_models(pattern or "*")
+
+    def check_name(self, model_name: str) -> None:
+        """Unknown timm architectures are refused with close matches."""
+        if not timm.is_model(model_name):
+            raise suggest(model_name, timm.list_models(), "timm model", "See `hubtl backbones list 'timm:*'`.")
 
     def _create_model(self, model_name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         """timm.create_model with errors that say what to do."""

@@ -164,6 +164,14 @@ class TransformersPlugin(BackbonePlugin):
         backbone.base_model = _hub_id_of(model_name) if pretrained else None
         return backbone
 
+    def check_name(self, model_name: str) -> None:
+        """A name that can only be a local path must be an existing folder (a Hub ID is checked when loaded)."""
+        if _looks_like_path(model_name) and not os.path.isdir(os.path.expanduser(model_name)):
+            raise BackboneNotFoundError(
+                f"No directory {model_name!r} for transformers:{model_name}. Give an existing local directory "
+                "(with config.json, tokenizer files and weights) or a Hub ID 'namespace/name'."
+            )
+
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TransformersBackbone:
         from transformers import AutoConfig, AutoModel
 

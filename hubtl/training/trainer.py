@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..backbones.registry import get_plugin, split_backbone_name
+from ..backbones.registry import check_backbone_name, get_plugin, split_backbone_name
 from ..config import TrainingConfig, load_config
-from ..data import TransferData, load_transfer_data, make_collate
+from ..data import TransferData, check_source, load_transfer_data, make_collate
 from ..errors import ConfigError, HubtlError
 from ..layout import TRAINING_DIR, TrainingRecord, library_versions
 from ..metrics import is_better, metric_key
@@ -110,7 +110,7 @@ class Trainer:
 
         cfg = self.cfg
         started = time.time()
-        resume_dir = self.checkpoints.resume_point(cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+        resume_dir = self._preflight()
         stale = self.checkpoints.remove_stale_staging()
         if stale:
             self._log(f"Removed {len(stale)} staging folder(s) left by an interrupted run: {', '.join(map(str, stale))}.")
@@ -151,6 +151,36 @@ class Trainer:
         self.accelerator.end_training()
         return result
 
+    def _preflight(self) -> Path | None:
+        """Check the backbone name, the data paths and the output dir before reading any data; report every problem.
+
+        Every process runs the same checks on the same config, so all of them stop here together, before
+        they first wait for each other. Returns the checkpoint to resume from, if any.
+        """
+        cfg, problems = self.cfg, []
+        checks = []
+        if self._given_model is None:
+            checks.append(lambda: check_backbone_name(cfg.backbone))
+        if self._given_data is None:
+            checks.append(lambda: check_source(cfg.dataset))
+        for check in checks:
+            try:
+                check()
+            except HubtlError as err:
+                problems.append(err)
+        resume_dir = None
+        if not problems:  # a wrong path or name matters more than what the output dir holds
+            try:
+                resume_dir = self.checkpoints.resume_point(cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+            except HubtlError as err:
+                problems.append(err)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            listed = "\n".join(f"  - {' '.join(str(p).split())}" for p in problems)
+            raise ConfigError(f"The run cannot start; fix these {len(problems)} problems:\n{listed}")
+        return resume_dir
+
     def _load_data(self) -> TransferData:
         """Load and check the dataset before any training starts (main process first, for the datasets cache)."""
         cfg = self.cfg
@@ -158,13 +188,41 @@ class Trainer:
             return self._given_data
         plugin_name, _ = split_backbone_name(cfg.backbone)
         modality = get_plugin(plugin_name).modality
-        with self.accelerator.main_process_first():
-            data = load_transfer_data(
+        data = self._main_process_first(
+            lambda: load_transfer_data(
                 cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs,
                 seed=cfg.seed, strict=cfg.strict, progress=self._bars,
-            )  # fmt: skip
+            )
+        )  # fmt: skip
         self._log(f"Data: {len(data.train)} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
         return data
+
+    def _main_process_first(self, load: Any) -> Any:
+        """Run `load` on the main process first (it fills the datasets cache), then on the others.
+
+        Unlike Accelerate's `main_process_first`, a failure on the main process is sent to every process,
+        so all of them stop with the one message instead of waiting at a barrier until it times out.
+        """
+        from accelerate.utils import broadcast_object_list
+
+        if self.accelerator.num_processes == 1:
+            return load()
+        result, error = None, None
+        if self.main:
+            try:
+                result = load()
+            except Exception as err:  # sent to the other processes, then raised here unchanged
+                error = err
+        failure = [f"{type(error).__name__}: {error}" if error is not None else None]
+        broadcast_object_list(failure, from_process=0)
+        if error is not None:
+            raise error
+        if failure[0] is not None:
+            raise HubtlError(f"The main process failed: {failure[0]}")
+        if not self.main:
+            result = load()
+        self.accelerator.wait_for_everyone()
+        return result
 
     def _build_model(self) -> TransferModel:
         """Create the backbone with its new head, then let the strategy decide what trains."""
@@ -669,7 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(argv[0], argv[1:])
     except HubtlError as err:
-        print(f"hubtl: error: {err}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one message, from the main process
+            print(f"hubtl: error: {err}", file=sys.stderr)
+        else:  # the launcher stops every process when the first exits: let the main one print its message first
+            time.sleep(2.0)
         return 2
     except KeyboardInterrupt:  # before training started (or a second Ctrl-C while finishing)
         print("hubtl: interrupted.", file=sys.stderr)
