@@ -109,12 +109,69 @@ def test_guide_states_the_newer_spec_error(tinycnn: ModuleType, tmp_path: Path) 
     config = json.loads((saved / "config.json").read_text())
     config["backbone"]["spec_version"] = 2
     (saved / "config.json").write_text(json.dumps(config))
-    with pytest.raises(hubtl.ConfigError) as caught:
+    with pytest.raises(hubtl.ConfigFileError) as caught:  # the class the guide names
         hubtl.TransferModel.from_pretrained(saved)
+    assert isinstance(caught.value, hubtl.ConfigError) and isinstance(caught.value, hubtl.ModelLoadError)
     stated = "The model was saved with spec version 2 of plugin 'tinycnn', newer than the installed one reads (1)."
     guide = " ".join(GUIDE.read_text().split())
     assert stated in guide and stated in str(caught.value)
     assert "pip install -U hubtl-tinycnn" in str(caught.value).replace("`", "")
+
+
+# ------------------------------------------------------------------ the guide's tokenizer-free text plugin
+
+
+@pytest.fixture(scope="module")
+def hashbag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """The guide's EmbeddingBag text plugin, written to a temporary dir as hubtl_hashbag.py and imported from there."""
+    folder = tmp_path_factory.mktemp("guide-text-example")
+    (folder / "hubtl_hashbag.py").write_text(guide_block("# hubtl_hashbag.py"))
+    (folder / "test_hashbag.py").write_text(guide_block("# test_hashbag.py"))
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module("hubtl_hashbag")
+    finally:
+        sys.path.remove(str(folder))
+        for name in ("hubtl_hashbag", "test_hashbag"):
+            sys.modules.pop(name, None)
+        hubtl.backbones.unregister_plugin("hashbag")
+
+
+def test_guide_text_example_test_suite_passes(hashbag: ModuleType, tmp_path: Path) -> None:
+    suite = importlib.import_module("test_hashbag")
+    suite.test_hashbag_conforms()
+    suite.test_the_batch_is_flat_ids_and_offsets()
+    suite.test_hashbag_trains_saves_and_loads(tmp_path)
+
+
+def test_guide_text_example_batch_is_not_batch_first(hashbag: ModuleType) -> None:
+    """The point of the example: hubtl takes the batch size from the features, not from the batch."""
+    backbone = hashbag.HashBagPlugin().create("hashbag-s", pretrained=False)
+    batch = backbone.preprocessor()(["one text", "another, longer text"])
+    assert batch["ids"].dim() == 1 and batch["ids"].shape[0] > 2 and batch["offsets"].shape == (2,)
+    assert backbone(batch).shape == (2, backbone.feature_dim)
+
+
+# ------------------------------------------------------------------ the guide states the kit and the data config exactly
+
+
+def test_guide_lists_exactly_the_check_names() -> None:
+    from hubtl.testing import CHECK_NAMES
+
+    text = GUIDE.read_text()
+    listed = json.loads(text.split("<!-- check-names -->")[1].split("<!-- /check-names -->")[0].strip().strip("`"))
+    assert tuple(listed) == CHECK_NAMES
+    described = re.findall(r"^\| `([a-z_]+)` \|", text.split("<!-- /check-names -->")[1], flags=re.M)
+    assert tuple(described[: len(CHECK_NAMES)]) == CHECK_NAMES  # one table row per check, in order
+
+
+def test_guide_lists_the_image_data_config_keys() -> None:
+    from hubtl.backbones.timm import CROP_MODES, DATA_CONFIG_KEYS, INTERPOLATIONS
+
+    section = GUIDE.read_text().split("### The data config of `hubtl.ImagePreprocessor`")[1].split("\n## ")[0]
+    keys = re.findall(r"^\| `([a-z_]+)`(?:, `([a-z_]+)`)? \|", section, flags=re.M)
+    assert sorted(k for pair in keys for k in pair if k) == sorted(DATA_CONFIG_KEYS)
+    assert all(f"`{value}`" in section for value in (*INTERPOLATIONS, *CROP_MODES))
 
 
 # ------------------------------------------------------------------ the packages in plugins/
