@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 #: Metrics where smaller is better; every other metric is maximised.
 LOWER_IS_BETTER = {"eval_loss", "eval_mae", "eval_rmse", "loss", "mae", "rmse"}

@@ -5,6 +5,6 @@ plain Accelerate, so the same code runs on a CPU, one GPU or many processes.
 """
 
 from .checkpoints import Checkpoints, TrainerState
-from .trainer import Trainer, TrainResult, main, train
+from .trainer import Trainer, TrainResult, train
 
-__all__ = ["Checkpoints", "TrainResult", "Trainer", "TrainerState", "main", "train"]
+__all__ = ["Checkpoints", "TrainResult", "Trainer", "TrainerState", "train"]

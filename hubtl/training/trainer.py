@@ -12,9 +12,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -37,15 +34,10 @@ from ..tasks import get_task
 from .checkpoints import Checkpoints, TrainerState
 from .disk import tensor_bytes
 from .feature_cache import FeatureHead, cache_decision, compute_features, feature_collate
+from .interrupts import StopRequests
+from .record import flat_hparams, kept_epoch_message, metric_rows, tracker, tracker_metrics
 
 logger = logging.getLogger("hubtl")
-
-USAGE = """usage: hubtl train CONFIG.yaml [--key value ...] [--resume]
-       accelerate launch -m hubtl.train CONFIG.yaml [--key value ...]
-
-Fine-tune a pretrained backbone as CONFIG.yaml says; --resume continues from the latest checkpoint in
-output_dir (or --resume PATH from that checkpoint)."""
-
 
 @dataclass
 class TrainResult:
@@ -85,7 +77,7 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.strategy = get_strategy(cfg.strategy)
         self.output_dir = Path(cfg.output_dir)
-        self.tracker = _tracker(cfg.report_to)
+        self.tracker = tracker(cfg.report_to)
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -98,7 +90,7 @@ class Trainer:
         self.state = TrainerState()
         self.phases: dict[str, float] = {}
         self._given_data, self._given_model = data, model
-        self._stop_requested = False  # set by the first Ctrl-C (SIGINT) or SIGTERM during the loop
+        self.stops = StopRequests()  # the first Ctrl-C (SIGINT) or SIGTERM during the loop asks for a checkpoint
         self._saved_step: int | None = None  # global step of the latest checkpoint written by this run
         self._reset_epoch_loss()
 
@@ -128,11 +120,11 @@ class Trainer:
             with self.checkpoints.disk_full("the training record", self.output_dir / TRAINING_DIR, 1 << 16):
                 record.write(self.output_dir, parts=("config",))
         if self.tracker:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
-            self.accelerator.init_trackers("hubtl", config=_flat_hparams(cfg.to_dict()))
+            self.accelerator.init_trackers("hubtl", config=flat_hparams(cfg.to_dict()))
         loop_started = time.time()
         self.setup_seconds = loop_started - started
         try:
-            with self._deferred_interrupts():
+            with self.stops.deferred():
                 interrupted = self._loop()
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a checkpoint of this step
             self._log(
@@ -325,7 +317,7 @@ class Trainer:
         )
         try:
             while state.epoch < self.num_epochs and state.global_step < self.total_steps:
-                if self._should_stop():
+                if self.stops.agreed(self.accelerator, self.state.global_step):
                     return self._save_on_interrupt()
                 started, samples = time.time(), 0
                 self._window = (started, 0)  # (start time, samples) of the current step record
@@ -368,7 +360,7 @@ class Trainer:
                             self._save_checkpoint()
                         if state.global_step >= self.total_steps:
                             break
-                        if self._should_stop(every=cfg.logging_steps):
+                        if self.stops.agreed(acc, state.global_step, every=cfg.logging_steps):
                             return self._save_on_interrupt()
                 if self._end_epoch(self._epoch_train_loss(), time.time() - started, samples):
                     break
@@ -409,10 +401,8 @@ class Trainer:
         if self.main:  # written each epoch, so a long run can be followed (and a crashed one read)
             self._write_record(("metrics",))
         self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "kind"))
-        if self.accelerator.trackers:  # only metrics: not the step, the sample count or the timing
-            metrics = {k: v for k, v in row.items() if k == "train_loss" or k == "learning_rate" or k.startswith("eval_")}
-            metrics.pop("eval_samples", None)
-            self.accelerator.log(metrics, step=state.global_step)
+        if self.accelerator.trackers:
+            self.accelerator.log(tracker_metrics(row), step=state.global_step)
         if self.metric not in results:
             raise ConfigError(
                 f"metric_for_best_model {self.metric!r} is not computed for task {cfg.task}; "
@@ -438,20 +428,6 @@ class Trainer:
         tied = state.best_metric is not None and results[self.metric] == state.best_metric
         return tied and results["eval_loss"] <= (state.best_results or {}).get("eval_loss", float("inf"))
 
-    def _kept_epoch_message(self) -> str:
-        """Which epoch's weights are saved, and why (the console's last word on a run)."""
-        state = self.state
-        if not state.best_epoch or not state.best_results:
-            return "Kept the weights of the last step (no evaluation finished)."
-        value = state.best_results[self.metric]
-        tied = [r["epoch"] for r in state.history if r.get(self.metric) == value and r["epoch"] != state.best_epoch]
-        why = f"best {self.metric} {value:.4g}"
-        if tied and self.metric != "eval_loss":
-            why += f", tied with epoch(s) {', '.join(map(str, tied))}: lowest eval_loss {state.best_results['eval_loss']:.4g}"
-        elif tied:
-            why += f", tied with epoch(s) {', '.join(map(str, tied))}: the later one"
-        return f"Kept the weights of epoch {state.best_epoch} of {len(state.history)} ({why})."
-
     def _log_step(self, batches_per_epoch: int) -> dict[str, Any]:
         """A step record: the mean training loss since the last one, the learning rate and the throughput."""
         state = self.state
@@ -471,8 +447,7 @@ class Trainer:
         }
         state.log.append(row)
         if self.accelerator.trackers:
-            self.accelerator.log({"loss": row["loss"], "learning_rate": row["learning_rate"],
-                                  "train_samples_per_second": row["train_samples_per_second"]}, step=state.global_step)
+            self.accelerator.log(tracker_metrics(row), step=state.global_step)
         return row
 
     def _log_eval(self, batches_per_epoch: int) -> None:
@@ -488,8 +463,7 @@ class Trainer:
         state.log.append(row)
         self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "kind"))
         if self.accelerator.trackers:
-            self.accelerator.log({k: v for k, v in row.items() if k.startswith("eval_") and k != "eval_samples"},
-                                 step=state.global_step)
+            self.accelerator.log(tracker_metrics(row), step=state.global_step)
         if self.main:
             self._write_record(("metrics",))
 
@@ -546,43 +520,6 @@ class Trainer:
         self.checkpoints.save(saved, self.module, self.optimizer)
         self._saved_step = self.state.global_step
 
-    @contextlib.contextmanager
-    def _deferred_interrupts(self) -> Iterator[None]:
-        """The first Ctrl-C (or SIGTERM) asks the loop to stop after the current step and save a checkpoint;
-        a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-
-        for sig in previous:
-            signal.signal(sig, handler)
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-    def _should_stop(self, every: int = 1) -> bool:
-        """Whether any process was asked to stop, through Accelerate's trigger (all processes agree on the step).
-
-        With several processes the check is a host sync, so it runs only every `every` optimizer steps (and
-        at epoch starts), the same steps on every process.
-        """
-        acc = self.accelerator
-        if acc.num_processes == 1:
-            return self._stop_requested
-        if self.state.global_step % every:
-            return False
-        if self._stop_requested:
-            acc.set_trigger()
-        return acc.check_trigger()
-
     def _save_on_interrupt(self) -> bool:
         """Checkpoint the current step (unless just saved) for `--resume`; True for the loop's return."""
         if self._saved_step != self.state.global_step:
@@ -614,7 +551,7 @@ class Trainer:
                 self._write_record(("metrics", "eval_results", "summary"), runtime)
                 with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
                     write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
-            self._log(f"Saved the fine-tuned model to {self.output_dir}. {self._kept_epoch_message()}")
+            self._log(f"Saved the fine-tuned model to {self.output_dir}. {kept_epoch_message(self.state, self.metric)}")
             if cfg.push_to_hub:
                 from ..hub.push import push_output_dir
 
@@ -626,8 +563,7 @@ class Trainer:
 
     def _write_record(self, parts: tuple[str, ...], runtime: float | None = None) -> None:
         """Write parts of the training record (training/*.json, metrics.jsonl) atomically."""
-        rows = sorted([*self.state.log, *self.state.history], key=lambda r: (r["step"], r["kind"] == "epoch"))
-        record = TrainingRecord(metrics=rows)
+        record = TrainingRecord(metrics=metric_rows(self.state))
         if "eval_results" in parts:
             record.eval_results = {**self.results, "labels": self.data.labels}
         if "summary" in parts:
@@ -685,54 +621,3 @@ class Trainer:
         """Log on the main process only."""
         if self.main:
             logger.info(message)
-
-
-def _tracker(report_to: str) -> str | None:
-    """TensorBoard through Accelerate's trackers when asked for, or when installed and report_to is auto."""
-    if report_to == "none":
-        return None
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        if report_to == "tensorboard":
-            raise ConfigError("report_to: tensorboard needs `pip install tensorboard`.") from None
-        return None
-    return "tensorboard"
-
-
-def _flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten the config into scalars for TensorBoard's hparams."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat_hparams(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float, str, bool)):
-            flat[prefix + key] = value
-        elif value is not None:
-            flat[prefix + key] = str(value)
-    return flat
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hubtl.train CONFIG.yaml [--key value ...]`, also under `accelerate launch`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        from ..config import config_help
-
-        print(f"{USAGE}\n\n{config_help()}", file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        logger.setLevel(logging.INFO)
-    try:
-        result = train(argv[0], argv[1:])
-    except HubtlError as err:
-        if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one message, from the main process
-            print(f"hubtl: error: {err}", file=sys.stderr)
-        else:  # the launcher stops every process when the first exits: let the main one print its message first
-            time.sleep(2.0)
-        return 2
-    except KeyboardInterrupt:  # before training started (or a second Ctrl-C while finishing)
-        print("hubtl: interrupted.", file=sys.stderr)
-        return 130
-    return 130 if result.interrupted else 0

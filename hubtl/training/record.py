@@ -1,0 +1,65 @@
+"""The training record as the trainer keeps it: step, evaluation and epoch rows, what the trackers get, the kept epoch.
+
+The files themselves (training/metrics.jsonl, summary.json, ...) are written through `hubtl.layout.TrainingRecord`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .checkpoints import TrainerState
+
+#: Keys of a row that are metrics (what the trackers plot); the step, sample counts and timings are not.
+_TRACKED = ("loss", "train_loss", "learning_rate", "train_samples_per_second")
+
+
+def metric_rows(state: TrainerState) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows: step and evaluation records and epoch rows, in step order (the epoch row last)."""
+    return sorted([*state.log, *state.history], key=lambda r: (r["step"], r["kind"] == "epoch"))
+
+
+def tracker_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of a row for TensorBoard & co: losses, learning rate, throughput of steps, eval_* results."""
+    wanted = _TRACKED if row.get("kind") == "step" else ("train_loss", "learning_rate")
+    return {k: v for k, v in row.items() if k in wanted or (k.startswith("eval_") and k != "eval_samples")}
+
+
+def kept_epoch_message(state: TrainerState, metric: str) -> str:
+    """Which epoch's weights are saved, and why (the console's last word on a run)."""
+    if not state.best_epoch or not state.best_results:
+        return "Kept the weights of the last step (no evaluation finished)."
+    value = state.best_results[metric]
+    tied = [r["epoch"] for r in state.history if r.get(metric) == value and r["epoch"] != state.best_epoch]
+    why = f"best {metric} {value:.4g}"
+    if tied and metric != "eval_loss":
+        why += f", tied with epoch(s) {', '.join(map(str, tied))}: lowest eval_loss {state.best_results['eval_loss']:.4g}"
+    elif tied:
+        why += f", tied with epoch(s) {', '.join(map(str, tied))}: the later one"
+    return f"Kept the weights of epoch {state.best_epoch} of {len(state.history)} ({why})."
+
+
+def tracker(report_to: str) -> str | None:
+    """TensorBoard through Accelerate's trackers when asked for, or when installed and report_to is auto."""
+    if report_to == "none":
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if report_to == "tensorboard":
+            raise ConfigError("report_to: tensorboard needs `pip install tensorboard`.") from None
+        return None
+    return "tensorboard"
+
+
+def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten the config into scalars for TensorBoard's hparams."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix + key] = value
+        elif value is not None:
+            flat[prefix + key] = str(value)
+    return flat
