@@ -1,83 +1,31 @@
-"""Datasets for fine-tuning: Hub datasets, image folders and csv/tsv/json/parquet files as (raw input, target) pairs."""
+"""Datasets for fine-tuning: a source's splits, columns and labels as checked (raw input, target) pairs."""
 
 from __future__ import annotations
 
-import csv
-import glob
 import logging
 import numbers
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
-from datasets.data_files import DataFilesDict, get_data_patterns
-from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from torch.utils.data import Dataset as TorchDataset
 
-from .errors import ConfigError, DataError
-from .hub.client import looks_like_repo_id
-from .labels import preview
-from .tasks import get_task
-from .images import describe, is_readable_image
-from .backbones.base import MODALITIES
+from ..backbones.base import MODALITIES
+from ..errors import ConfigError, DataError
+from ..images import describe, is_readable_image
+from ..labels import preview
+from ..tasks import get_task
+from .config import DatasetConfig
+from .sources import SUPPORTED, load_splits, pick_splits
 
 logger = logging.getLogger("hubtl")
 
-#: split names taken as the eval split, in this order, when `eval_split` is not set
-EVAL_SPLIT_NAMES = ("validation", "val", "valid", "dev", "test")
-
-_TABULAR_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
-                    ".parquet": "parquet"}
-_IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in ImageFolder.EXTENSIONS)
-_FORMAT_NAMES = ("csv", "tsv", "json", "parquet", "imagefolder")
-_SUPPORTED = "a Hub dataset ID, an image folder (one sub-folder per class) or csv/tsv/json/jsonl/parquet files"
 _CHECK_CHUNK = 512
-
-
-def _help(text: str) -> dict[str, str]:
-    """Field metadata: the one-line meaning shown by `hubtl train --help` and the README's config reference."""
-    return {"help": text}
-
-
-@dataclass
-class DatasetConfig:
-    """Where a fine-tuning dataset comes from and which columns hold inputs and labels."""
-
-    path: str | None = field(
-        default=None,
-        metadata=_help("Hub dataset ID, image folder (one sub-folder per class), or a csv/tsv/json/jsonl/parquet file or folder"),
-    )
-    name: str | None = field(default=None, metadata=_help("Hub dataset config name"))
-    train_split: str = field(default="train", metadata=_help("split to train on"))
-    eval_split: str | None = field(
-        default=None,
-        metadata=_help("split to evaluate on (default: validation/val/valid/dev/test, else a seeded, stratified carve-out)"),
-    )
-    image_column: str | None = field(default=None, metadata=_help("column of images or image paths (default: image)"))
-    text_column: str | None = field(default=None, metadata=_help("column of texts (default: text)"))
-    label_column: str = field(default="label", metadata=_help("column of labels (a class, a list of classes, or numbers)"))
-    data_files: str | list[str] | dict[str, str | list[str]] | None = field(
-        default=None, metadata=_help("files as datasets.load_dataset takes them, e.g. {train: a.csv, validation: b.csv}")
-    )
-    column_names: list[str] | None = field(default=None, metadata=_help("column names of header-less csv/tsv files"))
-    validation_size: float = field(default=0.1, metadata=_help("fraction of the train split carved out when there is no eval split"))
-    label_separator: str = field(default=",", metadata=_help("separator of labels in one cell (multi_label)"))
-    max_train_samples: int | None = field(default=None, metadata=_help("use at most this many training examples (seeded)"))
-    max_eval_samples: int | None = field(default=None, metadata=_help("use at most this many evaluation examples (seeded)"))
-
-    @property
-    def source(self) -> str:
-        """What the data is read from: the path, else the data files (for messages)."""
-        if self.path:
-            return self.path
-        files = self.data_files
-        return str(files if isinstance(files, str) else files)
 
 
 class TransferDataset(TorchDataset):
@@ -128,8 +76,8 @@ def load_transfer_data(
 ) -> TransferData:
     """Load, check and split a dataset for fine-tuning; every problem raises before training starts."""
     _check_arguments(cfg, task, modality, labels, num_outputs)
-    splits, base_dir = _load_splits(cfg)
-    train_ds, eval_ds, eval_name = _pick_splits(splits, cfg)
+    splits, base_dir = load_splits(cfg)
+    train_ds, eval_ds, eval_name = pick_splits(splits, cfg)
     column = _input_column(train_ds, cfg, modality)
     split_sets = {cfg.train_split: train_ds, **({eval_name: eval_ds} if eval_name else {})}
     for split, ds in split_sets.items():
@@ -215,7 +163,7 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
     if modality not in MODALITIES:
         raise ConfigError(f"Unknown modality '{modality}'; use one of {', '.join(MODALITIES)}.")
     if not cfg.path and not cfg.data_files:
-        raise ConfigError(f"dataset.path is empty and no dataset.data_files are given; give {_SUPPORTED}.")
+        raise ConfigError(f"dataset.path is empty and no dataset.data_files are given; give {SUPPORTED}.")
     size = cfg.validation_size
     if isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0.0 < size < 1.0:
         raise ConfigError(f"validation_size must be a fraction between 0 and 1, got {cfg.validation_size}.")
@@ -238,207 +186,6 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
             raise ConfigError(f"labels has duplicates: {duplicates}; give each class once.")
     if not cfg.label_separator:
         raise ConfigError("label_separator is empty; set it to the character between labels, e.g. ','.")
-
-
-def check_source(cfg: DatasetConfig) -> None:
-    """Check that the data's local paths exist, without reading any data (the trainer's first checks)."""
-    if not cfg.path and not cfg.data_files:
-        raise ConfigError(f"dataset.path is empty and no dataset.data_files are given; give {_SUPPORTED}.")
-    path = os.path.expanduser(cfg.path) if cfg.path else None
-    if path is not None and not os.path.exists(path) and cfg.path not in _FORMAT_NAMES:
-        local = path.startswith((".", "/", "~")) or path.count("/") > 1 or _extension(path) != ""
-        if local or not looks_like_repo_id(cfg.path):
-            raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {_SUPPORTED}.")
-        return  # a Hub dataset ID: checked when it is loaded
-    if cfg.data_files is not None:
-        base = path if path is not None and os.path.isdir(path) else os.getcwd()
-        _resolve_data_files(cfg.data_files, base)
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-
-def _load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
-    """Load every split of the source; also return the folder relative image paths resolve against."""
-    if not cfg.path:  # data_files alone: the format comes from the files' extension
-        files = _resolve_data_files(cfg.data_files, os.getcwd())
-        return _load_local(files, cfg), os.getcwd()
-    path = os.path.expanduser(cfg.path)
-    if cfg.data_files is not None:
-        if os.path.isdir(path):
-            files = _resolve_data_files(cfg.data_files, path)
-            return _load_local(files, cfg), path
-        if cfg.path in _FORMAT_NAMES:
-            files = _resolve_data_files(cfg.data_files, os.getcwd())
-            return _load_local(files, cfg, fmt=cfg.path), os.getcwd()
-        if os.path.isfile(path):
-            raise ConfigError(f"path {cfg.path} is a file and data_files is set too; give one or the other.")
-    elif os.path.isfile(path):
-        return _load_local({"train": [os.path.abspath(path)]}, cfg), os.path.dirname(os.path.abspath(path))
-    elif os.path.isdir(path):
-        return _load_directory(os.path.abspath(path), cfg), os.path.abspath(path)
-    if not looks_like_repo_id(cfg.path) or _extension(cfg.path) in set(_TABULAR_FORMATS) | _IMAGE_EXTENSIONS:
-        raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {_SUPPORTED}.")
-    return _load_hub(cfg), None
-
-
-def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
-    try:
-        loaded = datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
-    except Exception as err:  # noqa: BLE001 - any failure here means the dataset cannot be used
-        raise DataError(
-            f"{cfg.source} is not a local path, and loading it as a Hub dataset failed: {type(err).__name__}: {err}. "
-            "Check the dataset ID (and config name), your connection or HF_ENDPOINT, or give a local path."
-        ) from err
-    return _as_dict(loaded)
-
-
-def _load_directory(path: str, cfg: DatasetConfig) -> datasets.DatasetDict:
-    exts = _extensions_under(path)
-    if exts & _IMAGE_EXTENSIONS:
-        return _read(("imagefolder", {"data_dir": path}), cfg)
-    if not exts & set(_TABULAR_FORMATS):
-        raise DataError(f"{cfg.source} holds no image files and no csv/tsv/json/jsonl/parquet files; give {_SUPPORTED}.")
-    found = DataFilesDict.from_patterns(get_data_patterns(path), base_path=path)
-    files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
-             for split, split_files in found.items()}
-    return _load_local({split: f for split, f in files.items() if f}, cfg)
-
-
-def _extensions_under(path: str) -> set[str]:
-    """File extensions found under a folder (hidden entries ignored), stopping at the first image."""
-    found: set[str] = set()
-    for _, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.update(_extension(f) for f in names if not f.startswith("."))
-        if found & _IMAGE_EXTENSIONS:
-            break
-    return found
-
-
-def _resolve_data_files(data_files: str | list[str] | dict[str, Any], base: str) -> dict[str, list[str]]:
-    """Normalise data_files to {split: [absolute existing files]}, expanding glob patterns."""
-    if isinstance(data_files, (str, os.PathLike)):
-        data_files = {"train": [data_files]}
-    elif not isinstance(data_files, dict):
-        data_files = {"train": list(data_files)}
-    resolved: dict[str, list[str]] = {}
-    for split, entries in data_files.items():
-        entries = [entries] if isinstance(entries, (str, os.PathLike)) else list(entries)
-        files: list[str] = []
-        for entry in entries:
-            full = os.path.join(base, os.path.expanduser(os.fspath(entry)))
-            matches = sorted(glob.glob(full, recursive=True)) if glob.has_magic(full) else [full]
-            matches = [m for m in matches if os.path.isfile(m)]
-            if not matches:
-                raise DataError(f"Data file not found: {entry} (looked in {base}). Check data_files.")
-            files.extend(os.path.abspath(m) for m in matches)
-        resolved[str(split)] = files
-    return resolved
-
-
-def _load_local(files: dict[str, list[str]], cfg: DatasetConfig, fmt: str | None = None) -> datasets.DatasetDict:
-    if not files:
-        raise DataError(f"No data files found for {cfg.source}; give {_SUPPORTED}.")
-    if fmt is None:
-        formats = set()
-        for f in (f for split_files in files.values() for f in split_files):
-            ext = _extension(f)
-            if ext in _TABULAR_FORMATS:
-                formats.add(_TABULAR_FORMATS[ext])
-            elif ext in _IMAGE_EXTENSIONS:
-                formats.add("imagefolder")
-            else:
-                raise DataError(
-                    f"Unsupported file extension '{ext or os.path.basename(f)}' ({f}); "
-                    "use .csv, .tsv, .json, .jsonl or .parquet files, or a folder of images."
-                )
-        if len(formats) > 1:
-            raise DataError(f"data files mix formats ({', '.join(sorted(formats))}); use one format for all splits.")
-        fmt = formats.pop()
-    return _read(_builder(fmt, cfg), cfg, files)
-
-
-def _builder(fmt: str, cfg: DatasetConfig) -> tuple[str, dict[str, Any]]:
-    """The `datasets` builder and its options for one file format."""
-    if cfg.column_names is not None and fmt not in ("csv", "tsv"):
-        raise ConfigError(f"column_names only applies to header-less csv/tsv files, not {fmt}; remove it.")
-    if fmt in ("csv", "tsv"):
-        # only empty cells are missing: sentences such as "null" or "NA" stay text
-        options: dict[str, Any] = {"keep_default_na": False, "na_values": [""]}
-        if fmt == "tsv":
-            options.update(sep="\t", quoting=csv.QUOTE_NONE)
-        if cfg.column_names is not None:
-            options["column_names"] = list(cfg.column_names)
-        return "csv", options
-    return fmt, {}
-
-
-def _read(
-    builder: tuple[str, dict[str, Any]], cfg: DatasetConfig, files: dict[str, list[str]] | None = None
-) -> datasets.DatasetDict:
-    name, options = builder
-    try:
-        loaded = datasets.load_dataset(name, data_files=files, **options)
-    except Exception as err:  # noqa: BLE001 - parser errors come in many types
-        empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(err))
-        if empty:
-            raise DataError(f"Split '{empty.group(1)}' of {cfg.source} is empty; add examples to it.") from err
-        raise DataError(
-            f"Could not read {cfg.source} as {name}: {type(err).__name__}: {err}. "
-            "Check the file format, its header (column_names for header-less csv/tsv) and delimiter."
-        ) from err
-    return _as_dict(loaded)
-
-
-def _as_dict(loaded: Any) -> datasets.DatasetDict:
-    if isinstance(loaded, datasets.Dataset):
-        return datasets.DatasetDict({"train": loaded})
-    if not isinstance(loaded, datasets.DatasetDict):
-        raise DataError(f"Expected a map-style dataset, got {type(loaded).__name__}; streaming is not supported.")
-    return loaded
-
-
-def _extension(path: str) -> str:
-    return os.path.splitext(os.fspath(path))[1].lower()
-
-
-# --- splits and columns --------------------------------------------------------------------------
-
-
-def _pick_splits(
-    splits: datasets.DatasetDict, cfg: DatasetConfig
-) -> tuple[datasets.Dataset, datasets.Dataset | None, str | None]:
-    """Return (train, eval or None when one must be carved out, eval split name)."""
-    available = ", ".join(splits) or "none"
-    train_name = _split_alias(cfg.train_split, splits)
-    if train_name not in splits:
-        raise DataError(
-            f"Train split '{cfg.train_split}' not found in {cfg.source}; it has: {available}. Set train_split."
-        )
-    if cfg.eval_split is not None:
-        eval_name: str | None = _split_alias(cfg.eval_split, splits)
-        if eval_name not in splits:
-            raise DataError(
-                f"Eval split '{cfg.eval_split}' not found in {cfg.source}; it has: {available}. "
-                "Set eval_split to one of them, or leave it unset to carve one out of the train split."
-            )
-    else:
-        eval_name = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != train_name), None)
-    for split in filter(None, (train_name, eval_name)):
-        if len(splits[split]) == 0:
-            raise DataError(f"Split '{split}' of {cfg.source} is empty; add examples to it.")
-    return splits[train_name], splits[eval_name] if eval_name else None, eval_name
-
-
-#: Folder and file names `datasets` renames to its split names (an image folder's val/ becomes 'validation').
-SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation",
-                 "training": "train", "testing": "test"}
-
-
-def _split_alias(name: str, splits: datasets.DatasetDict) -> str:
-    """The split `name` stands for: itself when present, else the name `datasets` gave that folder."""
-    return name if name in splits else SPLIT_ALIASES.get(name.lower(), name)
 
 
 def _input_column(ds: datasets.Dataset, cfg: DatasetConfig, modality: str) -> str:
