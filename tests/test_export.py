@@ -121,7 +121,9 @@ def test_timm_export_loads_with_plain_timm_locally_and_by_hub_id(
         config = json.loads((tmp_path / "timm-export" / "config.json").read_text())
         assert config["architecture"] == "test_resnet" and config["num_classes"] == 3 and config["label_names"] == LABELS
         assert config["pretrained_cfg"]["input_size"] == [3, 64, 64] and config["pretrained_cfg"]["classifier"] == "fc"
-        assert "num_classes" in (tmp_path / "timm-export" / "README.md").read_text()
+        readme = (tmp_path / "timm-export" / "README.md").read_text()
+        assert "library_name: timm" in readme and 'create_model("hf-hub:me/tiny-resnet-timm"' in readme
+        assert '"num_classes": 3' in readme  # the local form says num_classes, without which timm drops the classifier
         loaded = _fresh(
             f"""
             import timm, torch

@@ -220,16 +220,28 @@ def _runner(path: Path, names: list[str]) -> Any:
 
 
 def _quantize(source: Path, target: Path) -> None:
-    """onnxruntime's dynamic int8 quantisation (weights int8, activations quantised at run time)."""
+    """onnxruntime's dynamic int8 quantisation (int8 weights, activations quantised at run time), after its pre-processing."""
+    import tempfile
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
-    except Exception as err:  # noqa: BLE001
-        raise ExportError(f"onnxruntime could not quantise the graph ({type(err).__name__}: {err}).") from err
+    with tempfile.TemporaryDirectory(prefix="hubtl-quantize-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            with contextlib.redirect_stdout(log), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(source), str(prepared))  # shape inference and graph optimisation, as onnxruntime advises
+        except Exception as err:  # noqa: BLE001 - quantising the graph as exported still works
+            logger.debug("onnxruntime's quantisation pre-processing failed (%s); quantising the graph as exported.", err)
+            prepared = source
+        try:
+            with contextlib.redirect_stdout(log), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"onnxruntime could not quantise the graph ({type(err).__name__}: {err}).") from err
 
 
 def _write_preprocessing(

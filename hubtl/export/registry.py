@@ -92,6 +92,9 @@ def export_model(
     try:
         with torch.no_grad():
             result = exporter.export(model, staging, **options)
+        readme = staging / "README.md"
+        if push_to_hub and readme.is_file():  # the usage code names the repo it is pushed to
+            readme.write_text(readme.read_text(encoding="utf-8").replace("NAMESPACE/NAME", push_to_hub), encoding="utf-8")
         _replace(staging, target)
     finally:
         model.train(was_training)

@@ -9,6 +9,7 @@ logits, and the written folder, loaded back by timm's own `local-dir:` loader, m
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 ATOL = 1e-5
 #: the data config keys hubtl's preprocessing uses, written into timm's pretrained_cfg
 DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+#: pretrained_cfg keys that describe timm's own published weights of the architecture, not these
+SOURCE_KEYS = ("tag", "license", "hf_hub_id", "url", "origin_url", "paper_ids", "paper_name", "notes", "hf_hub_filename")
 _ONNX = "Export with --format onnx instead (any backbone and head)."
 
 
@@ -64,6 +67,7 @@ class TimmExporter(Exporter):
             safe_serialization=True,
             data_config=data_config,
         )
+        _drop_source_keys(staging / "config.json")
         diff = _check_written(staging, ours, batch["pixel_values"], data_config, architecture)
         notes = task_notes(model, kind)
         num = model.head.config.num_outputs
@@ -185,6 +189,14 @@ def _check_written(
     return diff
 
 
+def _drop_source_keys(path: Path) -> None:
+    """Remove what names timm's own pretrained weights (their tag, license) from the written pretrained_cfg."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in SOURCE_KEYS:
+        config.get("pretrained_cfg", {}).pop(key, None)
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def _plain(value: Any) -> Any:
     """Tuples as lists, for comparing configs read from JSON."""
     return list(value) if isinstance(value, tuple) else value
@@ -197,10 +209,11 @@ import timm, torch
 from PIL import Image
 
 model = timm.create_model("hf-hub:NAMESPACE/NAME", pretrained=True).eval()   # this repo
-# from a local copy of this folder (num_classes is required: without it timm silently drops the classifier):
+# a local copy of this folder: timm.create_model("local-dir:DIR", pretrained=True), or by architecture
+# (num_classes is required there: without it timm silently drops the classifier; the preprocessing is then
+# the architecture's default, so take it from config.json's pretrained_cfg):
 # model = timm.create_model("{architecture}", pretrained=True,
 #                           pretrained_cfg_overlay={{"file": "DIR/model.safetensors", "num_classes": {num_classes}}})
-# or: model = timm.create_model("local-dir:DIR", pretrained=True)
 transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
 with torch.no_grad():
     logits = model(transform(Image.open("photo.jpg").convert("RGB")).unsqueeze(0))
