@@ -625,7 +625,9 @@ def _json_problem(value: Any, where: str) -> str | None:
     """The first value inside `value` that does not survive JSON unchanged, as 'where: why', or None."""
     if value is None or isinstance(value, (bool, str)):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return None
+    if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold; use a finite number or null"
     if isinstance(value, tuple):
         return f"{where} is a tuple {value!r:.60}; config.json turns it into a list, so the loaded spec differs: use a list"
@@ -658,15 +660,21 @@ _TOKEN_PATTERNS = re.compile(
     r"|glpat-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}"
     r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})|-----BEGIN [A-Z ]*PRIVATE KEY-----"
 )
-#: Words in a spec key that say its value is a secret.
-_SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey", "api_key", "credential", "credentials", "auth"}
+#: Words in a spec key that say its value is a secret ('hub_token', 'apiKey', 'api-key', 'password', ...).
+_SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey", "credential", "credentials", "auth"}
+
+
+def _secret_key(key: str) -> bool:
+    """True for a key whose words name a secret (a token, a password, an API key)."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower())
+    return bool(_SECRET_WORDS & set(words)) or ("api" in words and "key" in words)
 
 
 def _looks_secret(text: str) -> str | None:
     """Why `text` looks like a token or secret (a known token shape, or a long high-entropy run), or None."""
     if _TOKEN_PATTERNS.search(text):
         return "an access token or key"
-    for run in re.findall(r"[A-Za-z0-9+/_=-]{32,}", text):
+    for run in re.findall(r"[A-Za-z0-9+=]{32,}", text):  # without separators: long names split into words
         mixed = all(re.search(c, run) for c in ("[a-z]", "[A-Z]", "[0-9]"))
         counts = [run.count(c) for c in set(run)]
         entropy = -sum(n / len(run) * math.log2(n / len(run)) for n in counts)
@@ -712,7 +720,7 @@ def check_spec_public(s: Subject) -> str:
         if where == "spec()['name']" and text == s.model_name and os.path.exists(text):
             notes.append("note: spec()['name'] is the local path create() was given; it is published as is")
             continue
-        secret_key = key is not None and bool(_SECRET_WORDS & set(re.split(r"[^a-z0-9]+", key.lower()))) and text.strip()
+        secret_key = key is not None and _secret_key(key) and bool(text.strip())
         why = _looks_local(text) or _looks_secret(text) or ("a secret (its key says so)" if secret_key else None)
         shown = f"{text[:6]}..." if why and ("secret" in why or "token" in why) else f"{text[:80]!r}"
         _require(

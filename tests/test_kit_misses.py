@@ -241,8 +241,10 @@ def _spec_with(**extra: Any) -> dict[str, Any]:
         ({"note": "ghp_" + "0123456789abcdefghijABCDEFGHIJ"}, ["an access token or key"]),
         ({"seed_material": "q8Xz3LpR7vN2mK9wT4yB6cH1jF5dG0sA"}, ["a 32-character high-entropy string"]),
         ({"password": "hunter2"}, ["its key says so"]),
+        ({"apiKey": "abc"}, ["spec()['kwargs']['apiKey']", "its key says so"]),
     ],
-    ids=["absolute-path", "home-path", "windows-path", "file-url", "hf-token", "github-token", "high-entropy", "password-key"],
+    ids=["absolute-path", "home-path", "windows-path", "file-url", "hf-token", "github-token", "high-entropy", "password-key",
+         "api-key"],
 )
 def test_a_spec_with_a_local_path_or_a_secret_fails(extra: dict[str, Any], words: list[str]) -> None:
     message = assert_caught(broken("leakyspec", **_spec_with(**extra)), "spec_public", *words, "keep local paths and secrets out")
@@ -250,8 +252,11 @@ def test_a_spec_with_a_local_path_or_a_secret_fails(extra: dict[str, Any], words
 
 
 def test_a_spec_with_ordinary_values_passes() -> None:
-    """A commit hash, model names with slashes and numbers are not secrets or paths."""
-    plugin = broken("plainspec", **_spec_with(revision="0123456789abcdef0123456789abcdef01234567", repo="org/model-v2", lr=0.1))
+    """A commit hash, long model names, an author and huge numbers are not secrets, paths or non-JSON values."""
+    plugin = broken("plainspec", **_spec_with(
+        revision="0123456789abcdef0123456789abcdef01234567", repo="org/sentence-transformers-all-MiniLM-L6-v2-finetuned",
+        arch="EfficientNetLiteB0WithSqueezeExcite2", author="alice", seed=10**400, lr=0.1,
+    ))  # fmt: skip
     assert check_backbone(plugin, "tiny-s", checks=["spec_public", "spec_json"]).passed
 
 
