@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..layout import library_versions
 from .checkpoints import TrainerState
 
 #: Keys of a row that are metrics (what the trackers plot); the step, sample counts and timings are not.
@@ -63,3 +64,30 @@ def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         elif value is not None:
             flat[prefix + key] = str(value)
     return flat
+
+
+def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
+    """summary.json: the facts of a finished run that the model card reports (`trainer` is the `Trainer`)."""
+    cfg = trainer.cfg
+    return {
+        "dataset": cfg.dataset.path,
+        "dataset_name": cfg.dataset.name,
+        "train_samples": len(trainer.data.train),
+        "eval_samples": len(trainer.data.eval),
+        "skipped_files": trainer.data.skipped,
+        "strategy": cfg.strategy,
+        "base_model": trainer.base_model,
+        "trainable_parameters": trainer.parameter_counts[0],
+        "total_parameters": trainer.parameter_counts[1],
+        "config_keys_set": getattr(cfg, "keys_set", None),
+        "feature_cache": trainer.use_cache,
+        "best_epoch": trainer.state.best_epoch,
+        "metric_for_best_model": trainer.metric,
+        "total_steps": trainer.state.global_step,
+        "runtime_s": round(runtime, 2),
+        "setup_s": round(trainer.setup_seconds, 2),
+        "phase_seconds": {k: round(v, 3) for k, v in trainer.phases.items()},
+        "world_size": trainer.accelerator.num_processes,
+        "mixed_precision": cfg.mixed_precision,
+        "versions": library_versions(),
+    }

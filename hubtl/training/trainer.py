@@ -26,7 +26,7 @@ from ..backbones.registry import check_backbone_name, get_plugin, split_backbone
 from ..config import TrainingConfig, load_config
 from ..data import TransferData, check_source, load_transfer_data, make_collate
 from ..errors import ConfigError, HubtlError
-from ..layout import TRAINING_DIR, TrainingRecord, library_versions
+from ..layout import TRAINING_DIR, TrainingRecord
 from ..metrics import is_better, metric_key
 from ..model import TransferModel
 from ..strategies import get_strategy
@@ -35,7 +35,8 @@ from .checkpoints import Checkpoints, TrainerState
 from .disk import tensor_bytes
 from .feature_cache import FeatureHead, cache_decision, compute_features, feature_collate
 from .interrupts import StopRequests
-from .record import flat_hparams, kept_epoch_message, metric_rows, tracker, tracker_metrics
+from .processes import main_process_first
+from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker, tracker_metrics
 
 logger = logging.getLogger("hubtl")
 
@@ -180,7 +181,8 @@ class Trainer:
             return self._given_data
         plugin_name, _ = split_backbone_name(cfg.backbone)
         modality = get_plugin(plugin_name).modality
-        data = self._main_process_first(
+        data = main_process_first(
+            self.accelerator,
             lambda: load_transfer_data(
                 cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs,
                 seed=cfg.seed, strict=cfg.strict, progress=self._bars,
@@ -188,33 +190,6 @@ class Trainer:
         )  # fmt: skip
         self._log(f"Data: {len(data.train)} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
         return data
-
-    def _main_process_first(self, load: Any) -> Any:
-        """Run `load` on the main process first (it fills the datasets cache), then on the others.
-
-        Unlike Accelerate's `main_process_first`, a failure on the main process is sent to every process,
-        so all of them stop with the one message instead of waiting at a barrier until it times out.
-        """
-        from accelerate.utils import broadcast_object_list
-
-        if self.accelerator.num_processes == 1:
-            return load()
-        result, error = None, None
-        if self.main:
-            try:
-                result = load()
-            except Exception as err:  # sent to the other processes, then raised here unchanged
-                error = err
-        failure = [f"{type(error).__name__}: {error}" if error is not None else None]
-        broadcast_object_list(failure, from_process=0)
-        if error is not None:
-            raise error
-        if failure[0] is not None:
-            raise HubtlError(f"The main process failed: {failure[0]}")
-        if not self.main:
-            result = load()
-        self.accelerator.wait_for_everyone()
-        return result
 
     def _build_model(self) -> TransferModel:
         """Create the backbone with its new head, then let the strategy decide what trains."""
@@ -567,36 +542,10 @@ class Trainer:
         if "eval_results" in parts:
             record.eval_results = {**self.results, "labels": self.data.labels}
         if "summary" in parts:
-            record.summary = self._summary(runtime or 0.0)
+            record.summary = run_summary(self, runtime or 0.0)
         needed = sum(len(data) for data in record.files().values())
         with self.checkpoints.disk_full("the training record", self.output_dir / TRAINING_DIR, needed):
             record.write(self.output_dir, parts)
-
-    def _summary(self, runtime: float) -> dict[str, Any]:
-        """The facts of the run the model card reports."""
-        cfg = self.cfg
-        return {
-            "dataset": cfg.dataset.path,
-            "dataset_name": cfg.dataset.name,
-            "train_samples": len(self.data.train),
-            "eval_samples": len(self.data.eval),
-            "skipped_files": self.data.skipped,
-            "strategy": cfg.strategy,
-            "base_model": self.base_model,
-            "trainable_parameters": self.parameter_counts[0],
-            "total_parameters": self.parameter_counts[1],
-            "config_keys_set": getattr(cfg, "keys_set", None),
-            "feature_cache": self.use_cache,
-            "best_epoch": self.state.best_epoch,
-            "metric_for_best_model": self.metric,
-            "total_steps": self.state.global_step,
-            "runtime_s": round(runtime, 2),
-            "setup_s": round(self.setup_seconds, 2),
-            "phase_seconds": {k: round(v, 3) for k, v in self.phases.items()},
-            "world_size": self.accelerator.num_processes,
-            "mixed_precision": cfg.mixed_precision,
-            "versions": library_versions(),
-        }
 
     @property
     def _bars(self) -> bool:
