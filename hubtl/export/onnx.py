@@ -112,9 +112,10 @@ class OnnxExporter(Exporter):
                 "max_abs_logit_change_on_check_inputs": max_difference(ours, q_logits),
             }
             notes.append(
-                f"{QUANTIZED_FILE} is {quantize} int8 quantised (onnxruntime.quantization.quantize_dynamic): smaller and "
-                f"faster on CPU, not exact (max |logit change| {config['quantized']['max_abs_logit_change_on_check_inputs']:.3g} "
-                f"on the check inputs)"
+                f"{QUANTIZED_FILE} is {quantize} int8 quantised (onnxruntime.quantization.quantize_dynamic): int8 weights, "
+                "activations quantised at run time; not exact (max |logit change| "
+                f"{config['quantized']['max_abs_logit_change_on_check_inputs']:.3g} on the check inputs); whether it is "
+                "faster depends on the model (matrix products gain, convolutions may not)"
             )
         if eval_file is not None:
             models = {"ONNX Runtime fp32": path, **({"ONNX Runtime int8": staging / QUANTIZED_FILE} if quantize else {})}
