@@ -16,7 +16,9 @@ import inspect
 import io
 import json
 import logging
+import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,8 +166,8 @@ def supported_opset() -> int:
 def _export_graph(model: TransferModel, batch: dict[str, torch.Tensor], modality: str, path: Path, opset: int) -> None:
     """torch.onnx.export (torch.export-based) with a dynamic batch axis, and a dynamic sequence axis for text."""
     try:
-        import onnxscript  # noqa: F401  (torch's exporter needs it; say so here rather than deep inside torch)
         import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (torch's exporter needs it; say so here rather than deep inside torch)
     except ImportError as err:
         raise ExportError(f"The ONNX export needs onnx and onnxscript: pip install 'hubtl[onnx]' ({err}).") from err
     from torch.export import Dim
@@ -220,6 +222,17 @@ def _runner(path: Path, names: list[str]) -> Any:
     return lambda batch: session.run(["logits"], {n: batch[n].numpy() for n in names})[0]
 
 
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    """Run the body with `path` as the working directory (restored after)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def _quantize(source: Path, target: Path) -> None:
     """onnxruntime's dynamic int8 quantisation (int8 weights, activations quantised at run time), after its pre-processing."""
     import tempfile
@@ -228,7 +241,9 @@ def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     log = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="hubtl-quantize-") as tmp:
+    source, target = source.absolute(), target.absolute()
+    # onnxruntime's tools write scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the working directory
+    with tempfile.TemporaryDirectory(prefix="hubtl-quantize-") as tmp, _working_directory(tmp):
         prepared = Path(tmp) / "prepared.onnx"
         try:
             with contextlib.redirect_stdout(log), warnings.catch_warnings():
