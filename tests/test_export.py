@@ -23,7 +23,7 @@ from PIL import Image
 import hubtl
 from hubtl.cli import main as cli_main
 from hubtl.errors import ConfigError, ExportError
-from hubtl.export import export_model, list_formats
+from hubtl.export import Exporter, ExportResult, list_formats, register_exporter
 from hubtl.hub.client import use_endpoint
 from hubtl.hub.server import running_server
 
@@ -378,3 +378,27 @@ def test_cli_exports_a_saved_model_and_reports_refusals(
     assert cli_main(["export", str(tmp_path / "model"), "--format", "timm", "--output_dir", str(tmp_path / "q"),
                      "--quantize", "dynamic"]) == 2  # fmt: skip
     assert "onnx only" in capsys.readouterr().err
+
+
+def test_a_registered_exporter_is_dispatched_and_written_through_staging(
+    image_model: hubtl.TransferModel, tmp_path: Path
+) -> None:
+    from hubtl.export import registry
+
+    @register_exporter
+    class LabelList(Exporter):
+        name = "labels-txt"
+        library = "any text editor"
+
+        def export(self, model: hubtl.TransferModel, staging: Path, **options: Any) -> ExportResult:
+            assert staging.name.startswith(".out.export-") and not (staging.parent / "out").exists()
+            (staging / "labels.txt").write_text("\n".join(model.labels or []))
+            return ExportResult(self.name, staging, 0.0, 0)
+
+    try:
+        assert "labels-txt" in list_formats()
+        result = image_model.export("labels-txt", tmp_path / "out")
+        assert result.directory == tmp_path / "out" and (tmp_path / "out" / "labels.txt").read_text().split() == LABELS
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    finally:
+        registry._EXPORTERS.pop("labels-txt", None)
