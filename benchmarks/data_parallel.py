@@ -98,7 +98,8 @@ def encoder_dir(work: str, data: str, model: str) -> dict:
 def _train(ctx: Context, name: str, argv: list[str], env: dict[str, str]) -> dict:
     done = spawn(ctx, f"{GROUP}_{name}", argv, extra_env=env)
     out = Path(argv[argv.index("--output_dir") + 1])
-    metrics = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines() if line]
+    metrics = [row for row in rows if row.get("kind", "epoch") == "epoch"]  # not the step or evaluation records
     summary = json.loads((out / "training" / "summary.json").read_text())
     return {"rates": [m["train_samples_per_second"] for m in metrics], "epoch_s": [m["epoch_time_s"] for m in metrics],
             "world_size": summary.get("world_size"), "wall_s": done.wall_s, "maxrss_mb": done.maxrss_mb,

@@ -444,14 +444,25 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write a file through a temporary sibling and a rename, so readers never see half of it."""
+def atomic_write(
+    path: str | os.PathLike, data: bytes | str, tmp_dir: str | os.PathLike | None = None, fsync: bool = False
+) -> None:
+    """Write a file through a temporary file and a rename, so readers see the old or the whole new content.
+
+    The temporary file lies beside `path`, or in `tmp_dir` (same filesystem) where a crash's leftovers are
+    swept; `fsync` makes the content durable before the rename (the Hub server's store asks for it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    folder = Path(tmp_dir) if tmp_dir is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

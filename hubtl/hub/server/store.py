@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from ...layout import atomic_write
 from .errors import BadRequest, EntryNotFound, ParentCommitMismatch, RevisionNotFound
 from .names import FULL_SHA_RE, SHORT_SHA_RE, Repo, check_new_ref, ref_name_problem
 
@@ -110,17 +111,8 @@ class Store:
         return self.root / "tmp" / f"{uuid.uuid4().hex}.tmp"
 
     def atomic_write(self, path: Path, data: bytes) -> None:
-        """Write a file so that readers see either the old or the complete new content."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp_file()
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write a file so that readers see either the old or the complete new content (durably)."""
+        atomic_write(path, data, tmp_dir=self.root / "tmp", fsync=True)
 
     # -- blobs
 
