@@ -270,6 +270,22 @@ def save_weights(module: Any, path: str | os.PathLike, metadata: dict[str, str] 
     save_model(module, str(path), metadata={**(metadata or {}), STATE_DICT_VERSIONS_KEY: versions})
 
 
+def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], built_by: str) -> str | None:
+    """How the weights `found` in a file differ from those a model `expected` (names and shapes), or None."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    mismatched = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if not (missing or unexpected or mismatched):
+        return None
+    details = [
+        f"size mismatch for {k}: the file has {list(found[k])}, {built_by} builds {list(expected[k])}" for k in mismatched[:3]
+    ]
+    if missing:
+        details.append(f"{len(missing)} weights missing from the file (e.g. {missing[:3]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected weights in the file (e.g. {unexpected[:3]})")
+    return "; ".join(details)
+
+
 def load_weights(module: Any, path: str | os.PathLike, *, device: str = "cpu", built_by: str = "config.json") -> None:
     """Load a safetensors file into `module` strictly, with its state-dict versions; every failure a ModelLoadError.
 
@@ -294,20 +310,11 @@ def load_weights(module: Any, path: str | os.PathLike, *, device: str = "cpu", b
         state._metadata = parse_state_dict_versions(metadata[STATE_DICT_VERSIONS_KEY], str(path))  # type: ignore[attr-defined]
     expected = module.state_dict()
     _alias_shared_tensors(state, expected)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or mismatched:
-        details = [
-            f"size mismatch for {k}: the file has {list(state[k].shape)}, {built_by} builds {list(expected[k].shape)}"
-            for k in mismatched[:3]
-        ]
-        if missing:
-            details.append(f"{len(missing)} weights missing from the file (e.g. {missing[:3]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected weights in the file (e.g. {unexpected[:3]})")
-        raise ModelLoadError(
-            f"{path} does not match {built_by} ({'; '.join(details)}). Save or download the model again."
-        )
+    mismatch = shape_mismatch(
+        {k: tuple(v.shape) for k, v in expected.items()}, {k: tuple(v.shape) for k, v in state.items()}, built_by
+    )
+    if mismatch:
+        raise ModelLoadError(f"{path} does not match {built_by} ({mismatch}). Save or download the model again.")
     try:
         module.load_state_dict(state, strict=True)
     except Exception as err:  # a module's own _load_from_state_dict may raise anything

@@ -29,6 +29,7 @@ from .layout import (
     load_weights,
     read_config,
     read_weights_header,
+    shape_mismatch,
     save_weights,
 )
 from .tasks import get_task
@@ -288,17 +289,10 @@ def _check_architecture(
         logger.debug("Could not build %s on the meta device (%s); shapes are checked while loading.", where, err)
         return
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    found = {k: shape for k, (_, shape) in header.items()}
-    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    mismatched = [k for k in expected if k in found and expected[k] != found[k]]
-    if missing or unexpected or mismatched:
-        details = [f"size mismatch for {k}: the file has {list(found[k])}, config.json builds {list(expected[k])}" for k in mismatched[:3]]
-        if missing:
-            details.append(f"{len(missing)} weights missing from the file (e.g. {missing[:3]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected weights in the file (e.g. {unexpected[:3]})")
+    mismatch = shape_mismatch(expected, {k: shape for k, (_, shape) in header.items()}, "config.json")
+    if mismatch:
         raise ModelLoadError(
-            f"{where}: {WEIGHTS_NAME} does not match config.json ({'; '.join(details)}). Save or download the model again."
+            f"{where}: {WEIGHTS_NAME} does not match config.json ({mismatch}). Save or download the model again."
         )
 
 
