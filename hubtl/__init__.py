@@ -43,6 +43,9 @@ _LAZY = {
     "load_config": ".config",
     "DatasetConfig": ".data",
     "TransferData": ".data",
+    "rank": ".ranking",
+    "RankResult": ".ranking",
+    "FeatureStore": ".features",
 }
 
 __all__ = [
@@ -89,6 +92,9 @@ __all__ = [
     "list_plugins",
     "load_image",
     "register_plugin",
+    "rank",
+    "RankResult",
+    "FeatureStore",
 ]
 
 

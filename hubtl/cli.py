@@ -1,4 +1,4 @@
-"""The `hubtl` command line: backbones, train, predict, push, card, hub serve, demo."""
+"""The `hubtl` command line: backbones, train, rank, cache, predict, push, card, export, hub serve, demo."""
 
 from __future__ import annotations
 
@@ -52,6 +52,36 @@ def _train(args: argparse.Namespace) -> int:
     from .train import main as train_main
 
     return train_main(list(args.args))
+
+
+def _rank(args: argparse.Namespace) -> int:
+    """Rank candidate backbones for a config's data from their frozen features."""
+    from .ranking.__main__ import main as rank_main
+
+    return rank_main(list(args.args))
+
+
+def _cache_list(args: argparse.Namespace) -> int:
+    """Print the feature store's entries and their total size."""
+    from .features import FeatureStore
+
+    store = FeatureStore()
+    entries = store.entries()
+    for entry in entries:
+        print(entry.describe())
+    total = sum(e.bytes for e in entries)
+    print(f"# {len(entries)} feature set(s), {total / 1e6:.1f} MB in {store.root} (HUBTL_CACHE)")
+    return 0
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    """Remove feature sets: all, those whose key starts with a given prefix, or those unused for N days."""
+    from .features import FeatureStore
+
+    store = FeatureStore()
+    removed = store.clear(args.keys, older_than_days=args.older_than)
+    print(f"Removed {len(removed)} feature set(s), {sum(e.bytes for e in removed) / 1e6:.1f} MB, from {store.root}.")
+    return 0
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -192,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # CONFIG.yaml [--key value ...]
     p.set_defaults(func=_train)
 
+    p = sub.add_parser(
+        "rank", add_help=False, help="rank candidate backbones for a config's data by LogME, k-NN or a linear probe "
+        "(`hubtl rank --help`)",
+    )  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # CONFIG.yaml --candidates ... [--key value]
+    p.set_defaults(func=_rank)
+
+    cache = sub.add_parser("cache", help="the feature cache (HUBTL_CACHE)").add_subparsers(dest="action", required=True)
+    p = cache.add_parser("list", help="list stored feature sets: key, backbone, dataset, split, size")
+    p.set_defaults(func=_cache_list)
+    p = cache.add_parser("clear", help="remove stored feature sets (all by default)")
+    p.add_argument("keys", nargs="*", help="only the sets whose key starts with one of these")
+    p.add_argument("--older-than", "--older_than", type=float, default=None, metavar="DAYS", help="only sets unused this long")
+    p.set_defaults(func=_cache_clear)
+
     p = sub.add_parser("predict", help="predict with a saved model (directory or Hub ID)")
     p.add_argument("model")
     p.add_argument("inputs", nargs="+", help="image paths or texts")
@@ -247,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hubtl` console script; hubtl errors print one clear line, not a traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.func is _train:  # everything after `train` is the trainer's: CONFIG.yaml, --key value, --help
+    if args.func in (_train, _rank):  # everything after `train`/`rank` is theirs: CONFIG.yaml, --key value, --help
         args.args = [*extra, *args.args]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

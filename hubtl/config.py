@@ -115,6 +115,10 @@ class TrainingConfig:
     push_to_hub: str | None = _opt(None, "a Hub repo ID: push the model with its card at the end")
     hub_private_repo: bool = _opt(False, "create the pushed repo as private")
     license: str | None = _opt(None, "license of the model, shown in the card's metadata")
+    # hubtl rank
+    candidates: list[str | dict[str, Any]] | None = _opt(
+        None, "hubtl rank: backbones to compare, as names or {name, backbone, pretrained, backbone_kwargs} (train ignores it)"
+    )
 
     def __post_init__(self) -> None:
         _check_values(self)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,10 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The feature store of this test session, never the user's ~/.cache (subprocesses inherit it; each test in
+# this process gets its own folder from the `feature_cache_dir` fixture below).
+os.environ["HUBTL_CACHE"] = tempfile.mkdtemp(prefix="hubtl-test-features-")
+atexit.register(shutil.rmtree, os.environ["HUBTL_CACHE"], ignore_errors=True)
 
 #: Real data sets beside the checkout (../shared/data: hymenoptera, sst2).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -64,3 +71,11 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))  # read at import time in this process
     return home
+
+
+@pytest.fixture(autouse=True)
+def feature_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own, empty feature store (HUBTL_CACHE), so no test reuses another's features."""
+    folder = tmp_path_factory.mktemp("hubtl-features")
+    monkeypatch.setenv("HUBTL_CACHE", str(folder))
+    return folder

@@ -131,7 +131,7 @@ def test_two_processes_reach_the_same_evaluation_as_one(config: Path, tiny_bert_
 
 
 def test_two_processes_share_the_feature_cache(config: Path) -> None:
-    """Linear probe: each process computes features of its shard, gathered in order on all processes."""
+    """Linear probe: each process computes and stores its shard of the features; each reads the rows it trains on."""
     probe = ["--strategy", "linear_probe", "--learning_rate", "0.05"]
     one, two = config.parent / "probe-one", config.parent / "probe-two"
     threads = torch.get_num_threads()
@@ -142,6 +142,7 @@ def test_two_processes_share_the_feature_cache(config: Path) -> None:
         torch.set_num_threads(threads)
     done = _launch(config, two, "--per_device_train_batch_size", "4", *probe)
     assert "Feature cache on" in done.stderr
+    assert "Features of the train split (48 examples): computed and stored in the feature cache" in done.stderr
     for a, b in zip(_metrics(one), _metrics(two), strict=True):
         assert a["eval_accuracy"] == b["eval_accuracy"]
         assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
 import os
@@ -50,6 +51,34 @@ class TransferDataset(TorchDataset):
         """Fetch a whole batch with one Arrow read (the DataLoader uses this when present)."""
         rows = self.source[[int(self.indices[i]) for i in indices]][self.column]
         return list(zip(rows, self.targets[list(indices)]))
+
+    def input_fingerprint(self) -> str:
+        """A digest of the raw inputs in order: texts and image bytes by content, image files by path, size and mtime.
+
+        Any edited, added, removed or reordered example changes it (the persistent feature cache keys on it);
+        the targets do not enter, so relabelling reuses cached features.
+        """
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(f"{len(self.indices)}:{self.column}".encode())
+        for start in range(0, len(self.indices), _CHECK_CHUNK * 8):
+            rows = self.source[[int(i) for i in self.indices[start : start + _CHECK_CHUNK * 8]]][self.column]
+            for value in rows:
+                digest.update(_input_digest(value))
+        return digest.hexdigest()
+
+
+def _input_digest(value: Any) -> bytes:
+    """Bytes standing for one raw input: a text itself; an image's bytes, or its file's path with size and mtime."""
+    if isinstance(value, dict):  # datasets' undecoded image: {"bytes": ..., "path": ...}
+        if value.get("bytes") is not None:
+            return b"b" + hashlib.blake2b(value["bytes"], digest_size=16).digest()
+        value = value.get("path")
+    text = str(value)
+    digest = f"s{len(text)}:".encode() + text.encode("utf-8", "surrogatepass")
+    if isinstance(value, str) and len(value) < 4096 and os.path.isfile(value):  # an image file: its content may change
+        stat = os.stat(value)
+        digest += f":{stat.st_size}:{stat.st_mtime_ns}".encode()
+    return digest
 
 
 @dataclass

@@ -1,18 +1,15 @@
-"""The feature cache: with a frozen backbone and deterministic transforms, backbone features are computed once.
+"""The feature cache in training: with a frozen backbone and deterministic transforms, the head trains on features.
 
-The head then trains on the cached features, so a linear probe's epochs cost almost nothing. The
-loop is the same with and without the cache: batches are dicts, `FeatureHead` reads `features`.
+The features come from the persistent feature store (`hubtl.features`): computed by the first run and
+reused by every later run on the same backbone, weights, preprocessing and data. The loop is the same
+with and without the cache: batches are dicts, `FeatureHead` reads `features`.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-from ..data import make_collate
 
 
 class FeatureHead(nn.Module):
@@ -40,30 +37,4 @@ def cache_decision(freezes_backbone: bool, enabled: bool, deterministic: bool) -
         return False, "Feature cache off (feature_cache: false): the frozen backbone runs every epoch."
     if not deterministic:
         return False, "Feature cache off: training transforms are random (set augment: false to cache features)."
-    return True, "Feature cache on: backbone features are computed once and the head trains on them."
-
-
-@torch.inference_mode()
-def compute_features(
-    accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int, num_workers: int,
-    seed: int, progress: str | None = None,
-) -> TensorDataset:  # fmt: skip
-    """Run the frozen backbone once over a dataset (sharded over processes, gathered on all).
-
-    `progress` names a tqdm bar shown by the main process (none when None)."""
-    from tqdm.auto import tqdm
-
-    loader = DataLoader(
-        dataset, batch_size, shuffle=False, collate_fn=make_collate(preprocess, task), num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),  # the cache never draws from the training RNG
-    )
-    loader = accelerator.prepare_data_loader(loader)
-    backbone.eval()
-    features, targets = [], []
-    bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
-    with accelerator.autocast():
-        for batch, target in bar:
-            gathered = accelerator.gather_for_metrics((backbone(batch).float(), target))
-            features.append(gathered[0].cpu())
-            targets.append(gathered[1].cpu())
-    return TensorDataset(torch.cat(features), torch.cat(targets))
+    return True, "Feature cache on: the head trains on the frozen backbone's features, computed once and kept in the feature store."

@@ -81,6 +81,7 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         "total_parameters": trainer.parameter_counts[1],
         "config_keys_set": getattr(cfg, "keys_set", None),
         "feature_cache": trainer.use_cache,
+        "feature_sources": dict(trainer.feature_sources),
         "best_epoch": trainer.state.best_epoch,
         "metric_for_best_model": trainer.metric,
         "total_steps": trainer.state.global_step,

@@ -33,7 +33,7 @@ from ..strategies import get_strategy
 from ..tasks import get_task
 from .checkpoints import Checkpoints, TrainerState
 from .disk import tensor_bytes
-from .feature_cache import FeatureHead, cache_decision, compute_features, feature_collate
+from .feature_cache import FeatureHead, cache_decision, feature_collate
 from .interrupts import StopRequests
 from .processes import main_process_first
 from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker, tracker_metrics
@@ -90,6 +90,7 @@ class Trainer:
         self.checkpoints = Checkpoints(self.output_dir, self.accelerator, cfg.save_total_limit)
         self.state = TrainerState()
         self.phases: dict[str, float] = {}
+        self.feature_sources: dict[str, str] = {}  # split -> 'cache' | 'computed' | 'memory' (linear probes)
         self._given_data, self._given_model = data, model
         self.stops = StopRequests()  # the first Ctrl-C (SIGINT) or SIGTERM during the loop asks for a checkpoint
         self._saved_step: int | None = None  # global step of the latest checkpoint written by this run
@@ -221,14 +222,10 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         if self.use_cache:
             count = len(self.data.train) + len(self.data.eval)
-            with self._phase("features", f"Computing the frozen backbone's features of {count} examples once"):
+            with self._phase("features", f"Features of the frozen backbone for {count} examples"):
                 self.model.to(acc.device)
-                preprocess = self.model.preprocessor(train=False)
-                train_set, eval_set = (
-                    compute_features(acc, self.model.backbone, ds, preprocess, cfg.task, cfg.per_device_eval_batch_size,
-                                     self._num_workers(), cfg.seed, progress=f"features ({name})" if self._bars else None)
-                    for name, ds in (("train", self.data.train), ("eval", self.data.eval))
-                )  # fmt: skip
+                train_set = self._features("train", self.data.train)
+                eval_set = self._features("eval", self.data.eval)
             module: nn.Module = FeatureHead(self.model.head)
             train_collate = eval_collate = feature_collate
             workers = 0
@@ -266,6 +263,26 @@ class Trainer:
         )
         acc.register_for_checkpointing(self.scheduler)
         self.metric = metric_key(cfg.metric_for_best_model or self.task.default_metric)
+
+    def _features(self, split: str, dataset: Any) -> Any:
+        """One split's frozen-backbone features: from the feature store when an earlier run computed them, else computed."""
+        from ..features import backbone_features
+
+        cfg = self.cfg
+        found = backbone_features(
+            self.accelerator, self.model.backbone, dataset, self.model.preprocessor(train=False), task=cfg.task,
+            batch_size=cfg.per_device_eval_batch_size, num_workers=self._num_workers(), seed=cfg.seed,
+            describe={"backbone": cfg.backbone, "dataset": cfg.dataset.source, "split": split},
+            progress=f"features ({split})" if self._bars else None,
+        )  # fmt: skip
+        self.feature_sources[split] = found.source
+        where = {
+            "cache": f"from the feature cache ({found.key[:12] if found.key else ''}): the backbone did not run",
+            "computed": f"computed and stored in the feature cache ({found.key[:12] if found.key else ''})",
+            "memory": "computed (kept in memory: this data has no fingerprint, or the cache could not be written)",
+        }[found.source]
+        self._log(f"Features of the {split} split ({len(dataset)} examples): {where}.")
+        return found.dataset
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""

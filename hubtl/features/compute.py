@@ -1,0 +1,217 @@
+"""Frozen-backbone features of a dataset: looked up in the feature store, or computed (sharded over processes) and stored.
+
+The key of a set of features is a digest of everything they depend on: the backbone's spec (name,
+kwargs such as pooling) and a digest of its weights, the preprocessing, the raw inputs in order, and
+the autocast dtype. Any change gives a new key, so a hit is never stale. Under `accelerate launch`
+each process computes a contiguous slice of the examples and writes its own shard; nobody gathers
+every feature unless they need them (a ranking score on the main process does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data import make_collate
+from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
+
+logger = logging.getLogger("hubtl")
+
+
+class FeatureDataset(Dataset):
+    """(features, target) pairs: rows of stored (memory-mapped) or in-memory features beside the data's targets."""
+
+    def __init__(self, features: StoredFeatures | torch.Tensor, targets: torch.Tensor) -> None:
+        if len(features) != len(targets):
+            raise ValueError(f"{len(features)} feature rows for {len(targets)} targets")
+        self.features = features
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.features, torch.Tensor):
+            rows = self.features[list(indices)]
+        else:
+            rows = self.features.rows(indices)
+        return list(zip(rows, self.targets[list(indices)]))
+
+    def matrix(self) -> torch.Tensor:
+        """Every feature row in one tensor (in memory)."""
+        if isinstance(self.features, torch.Tensor):
+            return self.features
+        return torch.from_numpy(self.features.numpy())
+
+
+@dataclass
+class Features:
+    """The features of one split, and where they came from: 'cache' (stored earlier), 'computed' (and stored), 'memory'."""
+
+    dataset: FeatureDataset
+    source: str
+    key: str | None = None
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A digest of every parameter and buffer (names, dtypes, shapes, values)."""
+    digest = hashlib.blake2b(digest_size=20)
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def feature_key(backbone: nn.Module, preprocess: Any, dataset: Any, precision: str = "no") -> str | None:
+    """The store key of a backbone's features of a dataset, or None when the dataset cannot be fingerprinted."""
+    fingerprint = getattr(dataset, "input_fingerprint", None)
+    spec = getattr(backbone, "spec", None)
+    if fingerprint is None or spec is None or getattr(dataset, "targets", None) is None:
+        return None
+    parts = {
+        "format": FORMAT_VERSION,
+        "spec": spec(),
+        "weights": weights_fingerprint(backbone),
+        "preprocess": [type(preprocess).__qualname__, preprocess.config()],
+        "inputs": fingerprint(),
+        "precision": precision,
+    }
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=20).hexdigest()
+
+
+def backbone_features(
+    accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, *, task: str, batch_size: int,
+    num_workers: int, seed: int, describe: dict[str, Any] | None = None, persist: bool = True,
+    progress: str | None = None,
+) -> Features:  # fmt: skip
+    """The backbone's features of `dataset` (with its targets): from the store, or computed and stored.
+
+    `describe` (backbone, dataset, split) goes into the entry's meta.json for `hubtl cache list`. With
+    `persist` false, or a dataset without a fingerprint, features are computed and kept in memory only.
+    """
+    key = feature_key(backbone, preprocess, dataset, accelerator.mixed_precision) if persist else None
+    store = FeatureStore()
+    if key is not None:
+        stored = store.get(key)
+        if stored is not None:
+            return Features(FeatureDataset(stored, dataset.targets), "cache", key)
+    if key is None:
+        return Features(_gathered_features(accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress), "memory")
+    shard = _shard_features(accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress)
+    stored = _store(accelerator, store, key, shard, describe or {})
+    if stored is not None:
+        return Features(FeatureDataset(stored, dataset.targets), "computed", key)
+    from accelerate.utils import gather_object
+
+    everything = torch.cat(gather_object([shard])) if accelerator.num_processes > 1 else shard
+    return Features(FeatureDataset(everything, dataset.targets), "memory")
+
+
+def _rank_slice(n: int, rank: int, world: int) -> range:
+    """The contiguous examples one process computes (shards concatenate in example order)."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+@torch.inference_mode()
+def _shard_features(
+    accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int,
+    num_workers: int, seed: int, progress: str | None,
+) -> torch.Tensor:  # fmt: skip
+    """This process's slice of the features, in example order (float32, on the CPU)."""
+    from tqdm.auto import tqdm
+
+    rows = _rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes)
+    loader = DataLoader(
+        Subset(dataset, list(rows)), batch_size, shuffle=False, collate_fn=make_collate(preprocess, task),
+        num_workers=num_workers, generator=torch.Generator().manual_seed(seed),  # a hit and a miss leave the RNG alike
+    )  # fmt: skip
+    backbone.eval()
+    device = accelerator.device
+    out = []
+    bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
+    with accelerator.autocast():
+        for batch, _ in bar:
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            out.append(backbone(batch).float().cpu())
+    dim = getattr(backbone, "feature_dim", 0)
+    return torch.cat(out) if out else torch.zeros((0, dim), dtype=torch.float32)
+
+
+def _store(accelerator: Any, store: FeatureStore, key: str, shard: torch.Tensor, describe: dict[str, Any]) -> StoredFeatures | None:
+    """Every process writes its shard, the main one commits the entry; None (with a warning) when that failed."""
+    from accelerate.utils import broadcast_object_list
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    nonce = [uuid.uuid4().hex[:12]]
+    if world > 1:
+        broadcast_object_list(nonce)  # one staging folder per run, named alike on every process
+    staging = store.staging(key, nonce[0])
+    problem = ""
+    try:
+        store.write_shard(staging, rank, world, shard)
+    except OSError as err:
+        problem = f"{staging}: {err.strerror or err}"
+    failures = [problem]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        failures = gather_object([problem])
+    problem = next((p for p in failures if p), "")
+    if not problem and accelerator.is_main_process:
+        try:
+            store.commit(staging, key, world, describe)
+        except OSError as err:
+            problem = f"{store.path(key)}: {err.strerror or err}"
+    outcome = [problem]
+    if world > 1:
+        broadcast_object_list(outcome)
+    if outcome[0]:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            logger.warning(
+                "Could not store features in the feature cache (%s); they stay in memory for this run. Free space "
+                "there or point HUBTL_CACHE at another folder.", outcome[0],
+            )
+        return None
+    stored = store.get(key)
+    if stored is None:
+        raise OSError(f"The feature cache entry {store.path(key)} cannot be read back; remove it and run again.")
+    return stored
+
+
+@torch.inference_mode()
+def _gathered_features(
+    accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int, num_workers: int,
+    seed: int, progress: str | None,
+) -> FeatureDataset:  # fmt: skip
+    """Features of a dataset that cannot be keyed, kept in memory: sharded over processes, gathered on all."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(
+        dataset, batch_size, shuffle=False, collate_fn=make_collate(preprocess, task), num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),  # never draws from the training RNG
+    )
+    loader = accelerator.prepare_data_loader(loader)
+    backbone.eval()
+    features, targets = [], []
+    bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
+    with accelerator.autocast():
+        for batch, target in bar:
+            gathered = accelerator.gather_for_metrics((backbone(batch).float(), target))
+            features.append(gathered[0].cpu())
+            targets.append(gathered[1].cpu())
+    return FeatureDataset(torch.cat(features), torch.cat(targets))

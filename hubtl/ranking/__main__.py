@@ -1,0 +1,69 @@
+"""`hubtl rank CONFIG.yaml --candidates A B C ...` and `accelerate launch -m hubtl.ranking CONFIG.yaml ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from ..errors import HubtlError
+from .scores import SCORES
+
+USAGE = """usage: hubtl rank CONFIG.yaml [--candidates A B C ...] [--metric logme|knn|linear|all] [--top K --train]
+                  [--key value ...]
+       accelerate launch -m hubtl.ranking CONFIG.yaml ...
+
+Rank candidate backbones for the config's dataset and task from their frozen features, without fine-tuning.
+Candidates are backbone names (--candidates) or the config's `candidates:` list, whose items are names or
+{name, backbone, pretrained, backbone_kwargs}. Writes rank.json and rank.png in --output_dir (the config's
+output_dir); --top K --train then fine-tunes the best K with the config's strategy, each in output_dir/NAME.
+Other --key value pairs override config keys, as in `hubtl train`."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ranking's own flags; everything else is a config override."""
+    parser = argparse.ArgumentParser(prog="hubtl rank", usage=USAGE, add_help=False, allow_abbrev=False)
+    parser.add_argument("config")
+    parser.add_argument("--candidates", nargs="+", default=None)
+    parser.add_argument("--metric", default="logme", choices=[*SCORES, "all"])
+    parser.add_argument("--top", type=int, default=0)
+    parser.add_argument("--train", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, rank, print the table; hubtl errors print one line (from the main process)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        descriptions = "\n".join(f"  {name}: {meaning}" for name, (_, meaning) in SCORES.items())
+        print(f"{USAGE}\n\nmetrics:\n{descriptions}", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        logging.getLogger("hubtl").setLevel(logging.INFO)
+    args, overrides = build_parser().parse_known_args(argv)
+    from .run import rank
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        result = rank(
+            args.config, args.candidates, args.metric, top=args.top, train=args.train, overrides=overrides
+        )
+    except HubtlError as err:
+        if main_process:
+            print(f"hubtl: error: {err}", file=sys.stderr)
+        else:  # let the main process print its message before the launcher stops everyone
+            time.sleep(2.0)
+        return 2
+    except KeyboardInterrupt:
+        print("hubtl: interrupted.", file=sys.stderr)
+        return 130
+    if main_process:
+        print(result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

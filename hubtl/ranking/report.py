@@ -1,0 +1,82 @@
+"""The ranking's outputs: the console table, rank.json and the bar plot rank.png."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..layout import atomic_write
+
+if TYPE_CHECKING:
+    from .run import RankResult
+
+RANK_JSON = "rank.json"
+RANK_PNG = "rank.png"
+
+
+def format_table(result: RankResult) -> str:
+    """Rank, name, every score, feature width, seconds, where features came from (or the failure)."""
+    score_names = list(dict.fromkeys(k for r in result.rows for k in r.scores)) or [result.metric]
+    tuned = any(r.fine_tuned for r in result.rows)
+    header = ["#", "candidate", *score_names, "dim", "seconds", "features"] + (["fine-tuned"] if tuned else [])
+    lines = []
+    place = 0
+    for r in result.rows:
+        if r.ok:
+            place += 1
+            sources = ",".join(sorted(set(r.features_from.values())))
+            cells = [str(place), r.name, *(f"{r.scores.get(k, math.nan):.4f}" for k in score_names)]
+            cells += [str(r.feature_dim), f"{r.seconds:.1f}", sources]
+            if tuned:
+                value = (r.fine_tuned or {}).get("metric_value")
+                cells.append(f"{value:.4f}" if isinstance(value, (int, float)) else "")
+        else:
+            cells = ["-", r.name, f"FAILED: {r.error}"]
+        lines.append(cells)
+    widths = [max(len(header[i]), *(len(c[i]) for c in lines if i < len(c) and c[0] != "-")) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    for cells in lines:
+        if cells[0] == "-":
+            out.append("  ".join(cells))
+        else:
+            out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    title = f"Ranked by {result.metric} on {result.train_samples} training examples of {result.dataset} ({result.task})"
+    tau = result.kendall_tau()
+    footer = [f"Kendall tau between {result.metric} and the fine-tuned metric: {tau:.3f}"] if tau is not None else []
+    return "\n".join([title, *out, *footer])
+
+
+def write_report(result: RankResult, folder: Path) -> list[Path]:
+    """rank.json (every row, scores and reasons) and rank.png (a bar per usable candidate), written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / RANK_JSON
+    atomic_write(json_path, json.dumps(result.to_dict(), indent=2, default=str))
+    return [json_path, _bar_plot(result, folder / RANK_PNG)]
+
+
+def _bar_plot(result: RankResult, path: Path) -> Path:
+    """Horizontal bars of the ranking metric, best on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result.rows if r.ok]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    values = [r.scores[result.metric] for r in rows]
+    ax.barh(range(len(rows)), values, color="#4C72B0")
+    ax.set_yticks(range(len(rows)), [r.name for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(result.metric)
+    ax.set_title(f"{result.metric} on {result.dataset} ({result.train_samples} examples)", fontsize=10)
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.3f}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+    return path

@@ -1,0 +1,359 @@
+"""`hubtl.rank`: score candidate backbones on a config's data from their frozen features, best first.
+
+For each candidate, seeded as training seeds, the backbone is built, its features of the train split
+(and the eval split for `linear`) come from the feature store or are computed (sharded over processes
+under `accelerate launch`, each process writing its own shard), and the main process scores them.
+A candidate that fails is reported in its row with the reason; the others still rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backbones.registry import create_backbone, get_plugin, split_backbone_name
+from ..config import TrainingConfig, load_config
+from ..data import load_transfer_data
+from ..errors import ConfigError, HubtlError
+from ..features import backbone_features
+from ..metrics import metric_key
+from ..tasks import get_task
+from .scores import SCORES, check_metric, knn_accuracy, linear_probe_score, logme, target_columns, task_kind
+
+logger = logging.getLogger("hubtl")
+
+
+@dataclass
+class Candidate:
+    """One backbone to score: a row label, the backbone name, whether pretrained, its kwargs."""
+
+    name: str
+    backbone: str
+    pretrained: bool = True
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RankRow:
+    """One candidate's result: its scores (higher is better), feature width, seconds, or why it failed."""
+
+    name: str
+    backbone: str
+    pretrained: bool
+    backbone_kwargs: dict[str, Any]
+    scores: dict[str, float] = field(default_factory=dict)
+    feature_dim: int | None = None
+    seconds: float = 0.0
+    features_from: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    fine_tuned: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RankResult:
+    """Candidates ranked by `metric` (failed ones last); `to_pandas()`, `to_dict()`, `save(folder)`."""
+
+    metric: str
+    rows: list[RankRow]
+    task: str
+    dataset: str
+    train_samples: int
+    eval_samples: int
+    seconds: float = 0.0
+
+    def __iter__(self) -> Iterator[RankRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def best(self) -> RankRow:
+        """The top-ranked usable candidate."""
+        return next(row for row in self.rows if row.ok)
+
+    def sort(self, metric: str | None = None) -> RankResult:
+        """Order rows by a score (default: the ranking metric), best first; failed rows last."""
+        key = metric or self.metric
+        self.rows.sort(key=lambda r: (not r.ok, -r.scores.get(key, -math.inf)))
+        return self
+
+    def kendall_tau(self, metric: str | None = None) -> float | None:
+        """Kendall's τ-b between a score and the fine-tuned main metric, over rows fine-tuned with `--train`."""
+        rows = [r for r in self.rows if r.ok and r.fine_tuned and r.fine_tuned.get("metric_value") is not None]
+        if len(rows) < 2:
+            return None
+        return kendall_tau([r.scores[metric or self.metric] for r in rows], [r.fine_tuned["metric_value"] for r in rows])
+
+    def to_dict(self) -> dict[str, Any]:
+        """rank.json's content."""
+        out = {
+            "metric": self.metric, "task": self.task, "dataset": self.dataset, "train_samples": self.train_samples,
+            "eval_samples": self.eval_samples, "seconds": round(self.seconds, 3),
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+        }  # fmt: skip
+        tau = self.kendall_tau()
+        if tau is not None:
+            out["kendall_tau_with_fine_tuned"] = tau
+        return out
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame of the rows (pandas must be installed)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise HubtlError("RankResult.to_pandas() needs pandas: pip install pandas.") from None
+        flat = []
+        for r in self.rows:
+            row = {"name": r.name, "backbone": r.backbone, "pretrained": r.pretrained, **r.scores}
+            row.update({"feature_dim": r.feature_dim, "seconds": r.seconds, "error": r.error})
+            if r.fine_tuned:
+                row["fine_tuned"] = r.fine_tuned.get("metric_value")
+            flat.append(row)
+        return pd.DataFrame(flat)
+
+    def table(self) -> str:
+        """The ranking as a console table."""
+        from .report import format_table
+
+        return format_table(self)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write rank.json and rank.png into `folder`; returns the files written."""
+        from .report import write_report
+
+        return write_report(self, Path(folder))
+
+
+def parse_candidates(items: list[Any] | None, config: TrainingConfig) -> list[Candidate]:
+    """Candidates from names or mappings {name, backbone, pretrained, backbone_kwargs}; missing keys come from the config."""
+    if not items:
+        raise ConfigError(
+            "No candidates to rank: pass --candidates A B ... (backbone names), or a `candidates:` list in the config."
+        )
+    found, names = [], set()
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"backbone": item}
+        if not isinstance(item, dict) or not isinstance(item.get("backbone"), str):
+            raise ConfigError(
+                f"Candidate #{i + 1} ({item!r}) must be a backbone name or a mapping with a `backbone` name, e.g. "
+                "{name: minilm-cls, backbone: transformers:..., backbone_kwargs: {pooling: cls}}."
+            )
+        unknown = set(item) - {"name", "backbone", "pretrained", "backbone_kwargs"}
+        if unknown:
+            raise ConfigError(
+                f"Candidate #{i + 1} has unknown keys {sorted(unknown)}; use name, backbone, pretrained, backbone_kwargs."
+            )
+        kwargs = item.get("backbone_kwargs", config.backbone_kwargs)
+        pretrained = item.get("pretrained", config.pretrained)
+        if not isinstance(kwargs, dict) or not isinstance(pretrained, bool):
+            raise ConfigError(f"Candidate #{i + 1}: backbone_kwargs must be a mapping and pretrained true or false.")
+        name = str(item.get("name") or item["backbone"])
+        if name in names:
+            raise ConfigError(f"Two candidates are named {name!r}; give each a distinct `name`.")
+        names.add(name)
+        found.append(Candidate(name, item["backbone"], pretrained, dict(kwargs)))
+    return found
+
+
+def rank(
+    config: TrainingConfig | dict[str, Any] | str | Path,
+    candidates: list[Any] | None = None,
+    metric: str = "logme",
+    *,
+    output_dir: str | Path | None = None,
+    top: int = 0,
+    train: bool = False,
+    overrides: list[str] | None = None,
+) -> RankResult:
+    """Rank candidate backbones for the config's data and task by a transferability score (`metric`: logme, knn,
+    linear or all); `top=K, train=True` then fine-tunes the best K with the config's strategy."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    started = time.time()
+    cfg = config if isinstance(config, TrainingConfig) else load_config(config, overrides)
+    if isinstance(config, TrainingConfig) and overrides:
+        cfg = load_config(config.to_dict(), overrides)
+    wanted = check_metric(metric)
+    chosen = parse_candidates(candidates if candidates is not None else cfg.candidates, cfg)
+    if top < 0 or (train and top < 1):
+        raise ConfigError("--top must be a positive number of candidates to fine-tune (with --train).")
+    output = Path(output_dir if output_dir is not None else cfg.output_dir)
+    modality = _modality(chosen)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    task = get_task(cfg.task)
+    set_seed(cfg.seed)
+    data = load_transfer_data(
+        cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs, seed=cfg.seed,
+        strict=cfg.strict, progress=acc.is_main_process and not cfg.disable_tqdm,
+    )  # fmt: skip
+    rows = []
+    for candidate in chosen:
+        row = _score(acc, cfg, candidate, data, task, wanted)
+        rows.append(row)
+        if acc.is_main_process:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in row.scores.items()) if row.ok else f"failed: {row.error}"
+            logger.info("%s: %s (%.1f s)", candidate.name, shown, row.seconds)
+    box = [rows]
+    if acc.num_processes > 1:
+        broadcast_object_list(box)  # the main process's scores, for every process (the --train choice)
+    result = RankResult(
+        wanted[0], box[0], cfg.task, cfg.dataset.source, len(data.train), len(data.eval), time.time() - started
+    ).sort()
+    usable = [r for r in result.rows if r.ok]
+    if len(usable) < 2:
+        reasons = "; ".join(f"{r.name}: {r.error}" for r in result.rows if not r.ok) or "none failed"
+        raise HubtlError(
+            f"Only {len(usable)} of {len(result.rows)} candidates could be scored, and ranking needs 2 or more "
+            f"({reasons}). Fix the failing candidates or add others."
+        )
+    if acc.is_main_process:
+        result.save(output)
+    acc.wait_for_everyone()
+    if train and top:
+        _fine_tune_top(result, cfg, output, top, acc.is_main_process)
+    return result
+
+
+def _modality(candidates: list[Candidate]) -> str:
+    """The one modality of every candidate's plugin (ranking compares backbones on one dataset)."""
+    modalities = {}
+    for c in candidates:
+        plugin, _ = split_backbone_name(c.backbone)
+        try:
+            modalities[c.name] = get_plugin(plugin).modality
+        except HubtlError:
+            continue  # reported in the candidate's row
+    kinds = set(modalities.values())
+    if len(kinds) > 1:
+        raise ConfigError(f"Candidates mix modalities ({modalities}); rank image or text backbones, not both at once.")
+    if not kinds:
+        raise ConfigError(f"None of the candidates' plugins is available: {[c.backbone for c in candidates]}.")
+    return kinds.pop()
+
+
+def _score(acc: Any, cfg: TrainingConfig, candidate: Candidate, data: Any, task: Any, wanted: list[str]) -> RankRow:
+    """Build one candidate (seeded as training does), get its features, score them on the main process."""
+    from accelerate.utils import set_seed
+
+    row = RankRow(candidate.name, candidate.backbone, candidate.pretrained, candidate.backbone_kwargs)
+    started = time.time()
+    backbone = None
+    try:
+        set_seed(cfg.seed)
+        backbone = create_backbone(candidate.backbone, pretrained=candidate.pretrained, **candidate.backbone_kwargs)
+        backbone.requires_grad_(False).to(acc.device)
+        preprocess = backbone.preprocessor(train=False)
+        splits = {"train": data.train, **({"eval": data.eval} if "linear" in wanted else {})}
+        features = {}
+        for split, dataset in splits.items():
+            found = backbone_features(
+                acc, backbone, dataset, preprocess, task=cfg.task, batch_size=cfg.per_device_eval_batch_size,
+                num_workers=_workers(cfg, data.modality), seed=cfg.seed,
+                describe={"backbone": candidate.backbone, "dataset": cfg.dataset.source, "split": split},
+                progress=f"{candidate.name} ({split})" if acc.is_main_process and not cfg.disable_tqdm else None,
+            )  # fmt: skip
+            row.features_from[split] = found.source
+            features[split] = found.dataset
+        row.feature_dim = int(getattr(backbone, "feature_dim", features["train"].matrix().shape[1]))
+        if acc.is_main_process:
+            row.scores = _scores(features, task, data.labels, wanted)
+    except Exception as err:  # noqa: BLE001 - any failure of a candidate is reported in its row; the others still rank
+        row.error = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+    finally:
+        del backbone
+        gc.collect()
+    row.seconds = round(time.time() - started, 3)
+    return row
+
+
+def _scores(features: dict[str, Any], task: Any, labels: list[str] | None, wanted: list[str]) -> dict[str, float]:
+    """Each wanted score of the features (train; eval for `linear`)."""
+    x = features["train"].matrix().numpy()
+    y = features["train"].targets.numpy()
+    kind = task_kind(task, y)
+    scores = {}
+    for name in wanted:
+        if name == "logme":
+            scores[name] = logme(x, target_columns(y, kind, len(labels) if labels else None))
+        elif name == "knn":
+            scores[name] = knn_accuracy(x, y, kind=kind)
+        elif name == "linear":
+            ev = features["eval"]
+            scores[name] = linear_probe_score(x, y, ev.matrix().numpy(), ev.targets.numpy(), task, labels)
+        else:  # check_metric lets only SCORES through
+            raise ConfigError(f"Unknown score {name!r}; use one of {', '.join(SCORES)}.")
+        if not np.isfinite(scores[name]):
+            raise ValueError(f"the {name} score is not finite ({scores[name]}); the features may hold NaN or inf")
+    return scores
+
+
+def _workers(cfg: TrainingConfig, modality: str) -> int:
+    """DataLoader workers, as training chooses them."""
+    if cfg.dataloader_num_workers is not None:
+        return cfg.dataloader_num_workers
+    return 2 if modality == "image" else 0
+
+
+def _fine_tune_top(result: RankResult, cfg: TrainingConfig, output: Path, top: int, main: bool) -> None:
+    """Fine-tune the best `top` candidates with the config's strategy, each in `output/<name>`, and record the results."""
+    from ..training import Trainer
+
+    for row in [r for r in result.rows if r.ok][:top]:
+        values = cfg.to_dict()
+        values.update(
+            backbone=row.backbone, pretrained=row.pretrained, backbone_kwargs=row.backbone_kwargs, candidates=None,
+            output_dir=str(output / _folder_name(row.name)), push_to_hub=None,
+        )  # fmt: skip
+        trained = Trainer(TrainingConfig.from_dict(values)).run()
+        key = metric_key(cfg.metric_for_best_model or get_task(cfg.task).default_metric)
+        row.fine_tuned = {
+            "output_dir": str(trained.output_dir), "metric": key, "metric_value": trained.eval_results.get(key),
+            "eval_results": {k: v for k, v in trained.eval_results.items() if isinstance(v, (int, float))},
+        }  # fmt: skip
+    if main:
+        result.save(output)
+
+
+def _folder_name(name: str) -> str:
+    """A candidate's name as a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "candidate"
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's τ-b rank correlation of two equally long sequences (ties counted as in scipy's default)."""
+    n = len(a)
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denominator if denominator else 0.0

@@ -1,0 +1,281 @@
+"""`hubtl rank`: the scores against direct implementations and known answers, and ranking candidates end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from scipy.stats import kendalltau
+
+from hubtl.cli import main as cli_main
+from hubtl.errors import ConfigError, HubtlError
+from hubtl.ranking import kendall_tau, knn_accuracy, linear_probe_score, logme, rank
+from hubtl.ranking.scores import target_columns
+from hubtl.tasks import get_task
+
+from conftest import TINY_TIMM
+
+# ---------------------------------------------------------------------------------------------- LogME
+
+
+def _logme_direct(f: np.ndarray, y: np.ndarray) -> float:
+    """The paper's formulas, column by column, with explicit D x D matrices (slow, float64).
+
+    A = αI + βFᵀF, m = β A⁻¹ Fᵀy, γ = Σ βσ/(α + βσ) over the eigenvalues σ of FᵀF;
+    α ← γ / (mᵀm + ε), β ← (N − γ) / (|Fm − y|² + ε) until α/β changes by at most 0.1 %;
+    evidence = D/2 log α + N/2 log β − N/2 log 2π − β/2 |Fm − y|² − α/2 mᵀm − ½ log det A.
+    """
+    f = f.astype(np.float64)
+    n, d = f.shape
+    ftf = f.T @ f
+    eig = np.clip(np.linalg.eigvalsh(ftf), 0.0, None)
+    evidences = []
+    for c in range(y.shape[1]):
+        t = y[:, c]
+        alpha, beta = 1.0, 1.0
+        for _ in range(11):
+            a = alpha * np.eye(d) + beta * ftf
+            m = beta * np.linalg.solve(a, f.T @ t)
+            gamma = float((beta * eig / (alpha + beta * eig)).sum())
+            m2 = float(m @ m)
+            res2 = float(((f @ m - t) ** 2).sum())
+            old = alpha / beta
+            alpha, beta = gamma / (m2 + 1e-5), (n - gamma) / (res2 + 1e-5)
+            if abs(alpha / beta - old) / old <= 1e-3:
+                break
+        _, logdet = np.linalg.slogdet(alpha * np.eye(d) + beta * ftf)
+        evidence = (
+            d / 2 * math.log(alpha) + n / 2 * math.log(beta) - n / 2 * math.log(2 * math.pi)
+            - beta / 2 * res2 - alpha / 2 * m2 - logdet / 2
+        )
+        evidences.append(evidence / n)
+    return float(np.mean(evidences))
+
+
+@pytest.mark.parametrize("n, d, classes", [(200, 16, 3), (40, 64, 4), (120, 8, 2)])
+def test_logme_equals_a_direct_implementation_of_the_paper(n: int, d: int, classes: int) -> None:
+    rng = np.random.default_rng(n + d)
+    labels = rng.integers(0, classes, n)
+    f = rng.normal(size=(n, d)) + 1.5 * np.eye(classes, d)[labels]  # informative, not separable
+    y = target_columns(labels, "classification", classes)
+    assert logme(f.astype(np.float32), y) == pytest.approx(_logme_direct(f.astype(np.float32), y), abs=1e-6, rel=1e-6)
+
+
+def test_logme_for_regression_targets_and_rank_deficient_features() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(80, 6))
+    f = np.concatenate([base, base[:, :3] * 2.0], axis=1)  # rank 6 of 9 columns
+    y = np.stack([base @ rng.normal(size=6) + 0.1 * rng.normal(size=80), rng.normal(size=80)], axis=1)
+    assert logme(f, y) == pytest.approx(_logme_direct(f, y), abs=1e-6, rel=1e-6)
+
+
+def test_logme_prefers_features_that_explain_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    y = target_columns(labels, "classification", 2)
+    good = rng.normal(size=(300, 8)) + 3.0 * labels[:, None]
+    noise = rng.normal(size=(300, 8))
+    assert logme(good, y) > logme(noise, y) + 0.1
+
+
+# ---------------------------------------------------------------------------------------------- k-NN and linear
+
+
+def test_knn_leave_one_out_on_a_set_with_a_known_answer() -> None:
+    # Two tight clusters far apart on the unit circle, and one point of class 1 inside cluster 0: every
+    # example's 3 nearest neighbours (itself left out) are its own cluster, so all are right but the stray.
+    angles = np.concatenate([np.linspace(0.0, 0.1, 10), np.linspace(2.0, 2.1, 10), [0.05]])
+    f = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = np.array([0] * 10 + [1] * 10 + [1])
+    assert knn_accuracy(f, labels, k=3) == pytest.approx(20 / 21)
+    # k = 1 on an alternating line: each point's nearest other point has the other label
+    line = np.stack([np.ones(8), np.arange(8) * 0.01], axis=1)
+    assert knn_accuracy(line, np.arange(8) % 2, k=1) == 0.0
+
+
+def test_knn_regression_is_r2_of_the_neighbours_mean() -> None:
+    angles = np.linspace(0.0, 1.5, 40)
+    f = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    assert knn_accuracy(f, angles * 3.0, k=2, kind="regression") > 0.99
+    assert knn_accuracy(f, np.random.default_rng(0).normal(size=40), k=2, kind="regression") < 0.2
+
+
+def test_linear_probe_score_on_separable_and_on_random_labels() -> None:
+    rng = np.random.default_rng(1)
+    task = get_task("classification")
+    x = rng.normal(size=(200, 5))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    score = linear_probe_score(x[:150], y[:150], x[150:], y[150:], task, ["a", "b"])
+    assert score >= 0.96
+    random_labels = rng.integers(0, 2, 200)
+    chance = linear_probe_score(x[:150], random_labels[:150], x[150:], random_labels[150:], task, ["a", "b"])
+    assert chance < 0.75
+
+
+def test_kendall_tau_matches_scipy() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        a, b = rng.integers(0, 4, 9).tolist(), rng.normal(size=9).tolist()
+        assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- ranking runs
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image folder whose classes differ in colour: 16 noisy 32x32 images each of blue and red."""
+    root = tmp_path_factory.mktemp("colours")
+    for c, (name, colour) in enumerate({"blue": (30, 40, 220), "red": (220, 40, 30)}.items()):
+        for i in range(16):
+            noise = np.random.default_rng(100 * c + i).integers(-40, 41, size=(32, 32, 3))
+            (root / name).mkdir(exist_ok=True)
+            Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _config(data: Path, out: Path, **values: Any) -> dict[str, Any]:
+    return {
+        "backbone": TINY_TIMM, "pretrained": False, "backbone_kwargs": {"image_size": 32},
+        "dataset": {"path": str(data), "validation_size": 0.25}, "output_dir": str(out), "seed": 0,
+        "disable_tqdm": True, "report_to": "none", "dataloader_num_workers": 0, "per_device_eval_batch_size": 8,
+        **values,
+    }  # fmt: skip
+
+
+def test_rank_scores_candidates_reports_failures_and_writes_its_files(colours: Path, tmp_path: Path) -> None:
+    candidates = [
+        TINY_TIMM,
+        {"name": "efficientnet", "backbone": "timm:test_efficientnet"},
+        {"name": "wide-resnet", "backbone": TINY_TIMM, "backbone_kwargs": {"image_size": 32, "drop_rate": 0.0}},
+        "timm:no_such_model_anywhere",
+    ]
+    result = rank(_config(colours, tmp_path), candidates, metric="all")
+    names = [r.name for r in result.rows]
+    assert names[-1] == "timm:no_such_model_anywhere"
+    failed = result.rows[-1]
+    assert not failed.ok and "no_such_model_anywhere" in failed.error and not failed.scores
+    usable = [r for r in result.rows if r.ok]
+    assert len(usable) == 3
+    logmes = [r.scores["logme"] for r in usable]
+    assert logmes == sorted(logmes, reverse=True)
+    for row in usable:
+        assert set(row.scores) == {"logme", "knn", "linear"}
+        assert row.feature_dim and row.seconds > 0 and row.features_from == {"train": "computed", "eval": "computed"}
+    # the same seed builds the same random weights: two rows of one architecture and kwargs score alike
+    same = {r.name: r.scores["logme"] for r in usable}
+    assert same[TINY_TIMM] == pytest.approx(same["wide-resnet"], abs=1e-9)
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    assert [r["name"] for r in saved["rows"]] == names and saved["metric"] == "logme"
+    assert (tmp_path / "rank.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FAILED" in result.table() and result.best.name == names[0]
+    frame = result.to_pandas()
+    assert list(frame["name"]) == names
+
+
+def test_a_second_ranking_reuses_the_stored_features(colours: Path, tmp_path: Path) -> None:
+    config = _config(colours, tmp_path)
+    first = rank(config, [TINY_TIMM, "timm:test_efficientnet"], metric="knn")
+    second = rank(config, [TINY_TIMM, "timm:test_efficientnet"], metric="knn")
+    assert all(r.features_from == {"train": "computed"} for r in first.rows)
+    assert all(r.features_from == {"train": "cache"} for r in second.rows)
+    assert [r.scores for r in first.rows] == [r.scores for r in second.rows]
+
+
+def test_candidates_from_the_config_fall_back_to_its_keys(colours: Path, tmp_path: Path) -> None:
+    config = _config(colours, tmp_path, candidates=[
+        {"name": "random", "backbone": TINY_TIMM},  # pretrained and backbone_kwargs from the top level
+        {"name": "other", "backbone": "timm:test_efficientnet", "backbone_kwargs": {"image_size": 32}},
+    ])  # fmt: skip
+    result = rank(config)
+    by_name = {r.name: r for r in result.rows}
+    assert by_name["random"].pretrained is False and by_name["random"].backbone_kwargs == {"image_size": 32}
+    assert all(r.ok for r in result.rows)
+
+
+@pytest.mark.parametrize(
+    "candidates, message",
+    [
+        ([], "No candidates"),
+        ([{"backbone": TINY_TIMM, "lr": 1}], "unknown keys"),
+        ([TINY_TIMM, TINY_TIMM], "Two candidates are named"),
+        ([{"name": "x"}], "backbone name or a mapping"),
+    ],
+)
+def test_bad_candidate_lists_are_config_errors(colours: Path, tmp_path: Path, candidates: list, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        rank(_config(colours, tmp_path), candidates)
+
+
+def test_fewer_than_two_usable_candidates_is_an_error_naming_the_reasons(colours: Path, tmp_path: Path) -> None:
+    with pytest.raises(HubtlError, match=r"Only 1 of 2 candidates.*no_such_model"):
+        rank(_config(colours, tmp_path), [TINY_TIMM, "timm:no_such_model"])
+    with pytest.raises(ConfigError, match="Unknown ranking metric"):
+        rank(_config(colours, tmp_path), [TINY_TIMM, "timm:test_efficientnet"], metric="leep")
+
+
+def test_top_k_train_fine_tunes_the_best_and_records_kendall_tau(colours: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "rank.yaml"
+    config.write_text(yaml.safe_dump(_config(
+        colours, tmp_path / "out", strategy="linear_probe", augment=False, learning_rate=0.05, num_train_epochs=2,
+    )))  # fmt: skip
+    code = cli_main(["rank", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--top", "2", "--train"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Ranked by logme" in printed and "Kendall tau" in printed
+    saved = json.loads((tmp_path / "out" / "rank.json").read_text())
+    assert "kendall_tau_with_fine_tuned" in saved
+    for row in saved["rows"]:
+        tuned = row["fine_tuned"]
+        assert tuned["metric"] == "eval_accuracy" and 0.0 <= tuned["metric_value"] <= 1.0
+        assert (Path(tuned["output_dir"]) / "model.safetensors").is_file()
+        assert Path(tuned["output_dir"]).parent == tmp_path / "out"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
+    """Each process computes and stores its shard of the features; the main process scores all of them."""
+    config = tmp_path / "rank.yaml"
+    config.write_text(yaml.safe_dump(_config(colours, tmp_path / "one")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched process
+    try:
+        one = rank(config, [TINY_TIMM, "timm:test_efficientnet"], metric="all")
+    finally:
+        torch.set_num_threads(threads)
+    cache = tmp_path / "two-cache"
+    env = {**os.environ, "HUBTL_CACHE": str(cache), "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "hubtl.ranking", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--metric", "all",
+        "--output_dir", str(tmp_path / "two"),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "rank.json").read_text())
+    assert [r["name"] for r in two["rows"]] == [r.name for r in one.rows]
+    for a, b in zip(one.rows, two["rows"]):
+        for metric in ("logme", "knn", "linear"):
+            assert b["scores"][metric] == pytest.approx(a.scores[metric], abs=1e-6), (a.name, metric)
+    # the store holds each process's shard, not one gathered file
+    metas = [json.loads(p.read_text()) for p in cache.glob("*/meta.json")]
+    assert len(metas) == 4 and all(len(m["shards"]) == 2 for m in metas)
