@@ -73,6 +73,8 @@ TOP_LEVEL = {
     "push_to_hub": ("me/my-model", "me/my-model"),
     "hub_private_repo": ("true", True),
     "license": ("mit", "mit"),
+    "candidates": ("[timm:resnet18, {name: b, backbone: timm:resnet50}]",
+                   ["timm:resnet18", {"name": "b", "backbone": "timm:resnet50"}]),
 }
 DATASET = {
     "path": ("other/data", "other/data"),
