@@ -269,7 +269,7 @@ def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
         "-m", "hubtl.ranking", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--metric", "all",
         "--output_dir", str(tmp_path / "two"),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "rank.json").read_text())
     assert [r["name"] for r in two["rows"]] == [r.name for r in one.rows]

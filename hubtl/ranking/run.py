@@ -28,6 +28,7 @@ from ..errors import ConfigError, HubtlError
 from ..features import backbone_features
 from ..metrics import metric_key
 from ..tasks import get_task
+from ..training.processes import main_process_first
 from .scores import SCORES, check_metric, knn_accuracy, linear_probe_score, logme, target_columns, task_kind
 
 logger = logging.getLogger("hubtl")
@@ -201,10 +202,10 @@ def rank(
     acc = Accelerator(mixed_precision=cfg.mixed_precision)
     task = get_task(cfg.task)
     set_seed(cfg.seed)
-    data = load_transfer_data(
+    data = main_process_first(acc, lambda: load_transfer_data(
         cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs, seed=cfg.seed,
         strict=cfg.strict, progress=acc.is_main_process and not cfg.disable_tqdm,
-    )  # fmt: skip
+    ))  # fmt: skip
     rows = []
     for candidate in chosen:
         row = _score(acc, cfg, candidate, data, task, wanted)
