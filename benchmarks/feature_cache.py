@@ -87,7 +87,6 @@ def text_probe(data: str, work: str, store: str, out: str, encoder: str, epochs:
 
     import accelerate  # noqa: F401
     import datasets  # noqa: F401
-    import transformers
     import transformers.optimization  # noqa: F401
 
     import hubtl.backbones.transformers  # noqa: F401
