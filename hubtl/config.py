@@ -82,7 +82,13 @@ class TrainingConfig:
     lora_alpha: int = _opt(16, "lora: scaling of the adapters")
     lora_dropout: float = _opt(0.1, "lora: dropout on the adapters' input")
     lora_target_modules: list[str] | None = _opt(None, "lora: module names to adapt (default: PEFT's choice for the model)")
-    feature_cache: bool = _opt(True, "frozen backbone + deterministic transforms: compute features once")
+    teacher: str | None = _opt(None, "distill: the teacher, a hubtl model folder or Hub ID fine-tuned on the same task and labels")
+    distill_alpha: float = _opt(0.5, "distill: weight of the loss on the labels; 1 - distill_alpha weighs the loss on the teacher's outputs")
+    distill_temperature: float = _opt(2.0, "distill: softmax temperature of teacher and student (classification)")
+    init_from_teacher: str | list[int] | None = _opt(
+        None, "distill: build the student's encoder from the teacher's layers: every_other | first_k | [i, j, ...]"
+    )
+    feature_cache: bool = _opt(True, "frozen backbone + deterministic transforms: compute features once (and a teacher's outputs)")
     augment: bool = _opt(True, "random training transforms (false: eval transforms, so the feature cache can be used)")
     # optimisation, as in TrainingArguments
     num_train_epochs: float = _opt(3.0, "epochs to train (ignored when max_steps > 0)")
@@ -333,6 +339,10 @@ def _check_values(cfg: TrainingConfig) -> None:
     require(
         cfg.eval_strategy != "steps" or (cfg.eval_steps is not None and cfg.eval_steps >= 1),
         "eval_strategy: steps needs eval_steps >= 1, e.g. --eval_steps 50.",
+    )
+    require(
+        cfg.strategy == "distill" or not (cfg.teacher or cfg.dataset.unlabeled_split or cfg.dataset.unlabeled_files),
+        "teacher and dataset.unlabeled_split / unlabeled_files need strategy: distill (only a teacher labels unlabeled data).",
     )
     require(cfg.report_to in ("auto", "none", "tensorboard"), "report_to must be auto, none or tensorboard.")
     require(
