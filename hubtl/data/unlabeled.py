@@ -6,6 +6,7 @@ label column); a teacher's outputs are their only targets.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def load_unlabeled(cfg: DatasetConfig, modality: str, column: str | None = None)
         unlabeled_cfg = dataclasses.replace(
             cfg, column_names=[c for c in names if c != cfg.label_column] if names is not None else None
         )
+        if unlabeled_cfg.column_names is not None:
+            _check_field_count(files["unlabeled"], unlabeled_cfg.column_names, cfg.label_column)
         ds = _load_local(files, unlabeled_cfg)["unlabeled"]
         where = ", ".join(os.path.basename(f) for f in files["unlabeled"])
     column = column or _input_column(ds, cfg, modality)
@@ -82,6 +85,20 @@ def load_unlabeled(cfg: DatasetConfig, modality: str, column: str | None = None)
     else:
         _check_text_column(ds, column, f"unlabeled ({where})")
     return UnlabeledDataset(ds, column, where)
+
+
+def _check_field_count(files: list[str], names: list[str], label_column: str) -> None:
+    """Header-less csv/tsv rows must have the training columns minus the label; a row with the label is refused."""
+    for path in files:
+        delimiter = "\t" if path.lower().endswith(".tsv") else ","
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            first = next(csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL), None)
+        if first is not None and len(first) != len(names):
+            raise DataError(
+                f"The unlabeled examples in {os.path.basename(path)} have {len(first)} columns per row, but unlabeled files "
+                f"hold the training columns minus the label ({', '.join(names)}: {len(names)}). Drop the "
+                f"'{label_column}' column from them, or add those rows to the training data if they are labeled."
+            )
 
 
 def _refuse_labels(ds: datasets.Dataset, label_column: str, where: str) -> None:
