@@ -28,6 +28,7 @@ from .errors import (  # noqa: E402
 from .heads import Head, HeadConfig  # noqa: E402
 from .images import load_image  # noqa: E402
 from .model import TransferModel  # noqa: E402
+from .objectives import Objective  # noqa: E402
 from .strategies import Strategy, get_strategy, list_strategies, register_strategy  # noqa: E402
 from .tasks import Task, get_task, list_tasks, register_task  # noqa: E402
 
@@ -43,6 +44,9 @@ _LAZY = {
     "load_config": ".config",
     "DatasetConfig": ".data",
     "TransferData": ".data",
+    "Distillation": ".distillation",
+    "distillation_loss": ".distillation",
+    "init_from_teacher": ".distillation",
 }
 
 __all__ = [
@@ -59,6 +63,10 @@ __all__ = [
     "HubtlError",
     "InvalidInputError",
     "ModelLoadError",
+    "Objective",
+    "Distillation",
+    "distillation_loss",
+    "init_from_teacher",
     "PluginError",
     "PluginInfo",
     "PluginUnavailableError",

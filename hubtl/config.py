@@ -74,7 +74,7 @@ class TrainingConfig:
     head_dropout: float = _opt(0.0, "dropout before the head's linear layer(s)")
     head_hidden_dim: int | None = _opt(None, "width of a hidden layer in the head (default: none, a linear head)")
     # fine-tuning strategy
-    strategy: str = _opt("full", "linear_probe | full | gradual | lora (or a strategy registered with register_strategy)")
+    strategy: str = _opt("full", "linear_probe | full | gradual | lora | distill (or a strategy registered with register_strategy)")
     gradual_unfreeze_epochs: int = _opt(1, "gradual: epochs between unfreezing one more layer group from the top")
     layer_decay: float | None = _opt(None, "layer-wise learning-rate decay in (0, 1], with any strategy")
     head_learning_rate: float | None = _opt(None, "learning rate of the head (default: learning_rate)")
