@@ -359,6 +359,7 @@ def _distillation(record: TrainingRecord, student_parameters: int | None, studen
     return {
         "teacher": shown,
         "alpha": value_text(facts.get("alpha")),
+        "alpha_value": facts.get("alpha"),
         "temperature": value_text(facts.get("temperature")),
         "layers": ", ".join(map(str, layers)) if isinstance(layers, list) else None,
         "labeled": facts.get("labeled_examples"),
