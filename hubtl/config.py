@@ -340,10 +340,6 @@ def _check_values(cfg: TrainingConfig) -> None:
         cfg.eval_strategy != "steps" or (cfg.eval_steps is not None and cfg.eval_steps >= 1),
         "eval_strategy: steps needs eval_steps >= 1, e.g. --eval_steps 50.",
     )
-    require(
-        cfg.strategy == "distill" or not (cfg.teacher or cfg.dataset.unlabeled_split or cfg.dataset.unlabeled_files),
-        "teacher and dataset.unlabeled_split / unlabeled_files need strategy: distill (only a teacher labels unlabeled data).",
-    )
     require(cfg.report_to in ("auto", "none", "tensorboard"), "report_to must be auto, none or tensorboard.")
     require(
         cfg.labels is None or len(set(cfg.labels)) == len(cfg.labels), f"labels must be unique; got {cfg.labels}."

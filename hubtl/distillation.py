@@ -252,7 +252,9 @@ class DistillationDataset(TorchDataset):
 
     def raw_input(self, index: int) -> Any:
         """The raw input of example `index` (labeled first, then unlabeled)."""
-        return self.labeled[index][0] if index < self.num_labeled else self.unlabeled[index - self.num_labeled]  # type: ignore[index]
+        if index < self.num_labeled:
+            return self.labeled[index][0]
+        return self.unlabeled[index - self.num_labeled]  # type: ignore[index]
 
     def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
         if index < self.num_labeled:
@@ -306,9 +308,9 @@ class Distillation(Objective):
         self.config, self.accelerator, self.data = config, accelerator, data
         self.alpha, self.temperature = config.distill_alpha, config.distill_temperature
         num_outputs = model.head.config.num_outputs
-        teacher = main_process_first(
-            accelerator, lambda: load_teacher(type(model), str(config.teacher), config.task, data.labels, data.modality, num_outputs)
-        )
+        teacher = main_process_first(accelerator, lambda: load_teacher(
+            type(model), str(config.teacher), config.task, data.labels, data.modality, num_outputs
+        ))  # fmt: skip
         self.teacher = teacher.to(accelerator.device)
         self.layers = None
         if config.init_from_teacher is not None:

@@ -43,6 +43,8 @@ class Strategy:
     config_keys: ClassVar[tuple[str, ...]] = ()
     #: True when backbone weights never train: BatchNorm statistics stay frozen and features can be cached
     freezes_backbone: ClassVar[bool] = False
+    #: True when the strategy trains on examples without labels (`dataset.unlabeled_split` / `unlabeled_files`)
+    reads_unlabeled: ClassVar[bool] = False
 
     def check(self, config: TrainingConfig) -> None:
         """Refuse config values this strategy cannot use (raise ConfigError)."""
@@ -186,6 +188,7 @@ class Distill(Strategy):
         "and a loss towards the outputs of a fine-tuned teacher model."
     )
     config_keys = ("teacher", "distill_alpha", "distill_temperature", "init_from_teacher")
+    reads_unlabeled = True
 
     def check(self, config: TrainingConfig) -> None:
         if not config.teacher:

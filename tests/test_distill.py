@@ -351,8 +351,9 @@ def test_config_errors_say_what_to_do(root: Path, bert4: str) -> None:
     base = _base(root, bert4, root / "x")
     with pytest.raises(ConfigError, match="strategy: distill needs `teacher`"):
         hubtl.load_config({**base, "strategy": "distill"})
-    with pytest.raises(ConfigError, match="need strategy: distill"):
-        hubtl.load_config({**base, "strategy": "full", "teacher": "some/teacher"})
+    unlabeled = {**base, "strategy": "full", "dataset": {**base["dataset"], "unlabeled_files": "unlabeled.tsv"}}
+    with pytest.raises(ConfigError, match="are read by strategies that train without labels .* not by full"):
+        train(unlabeled)  # refused before any data is read
     with pytest.raises(ConfigError, match="distill_alpha must be in"):
         hubtl.load_config({**base, "strategy": "distill", "teacher": "t", "distill_alpha": 1.5})
     with pytest.raises(ConfigError, match="init_from_teacher must be every_other, first_k or a list"):

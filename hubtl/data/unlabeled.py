@@ -92,7 +92,8 @@ def _check_field_count(files: list[str], names: list[str], label_column: str) ->
     for path in files:
         delimiter = "\t" if path.lower().endswith(".tsv") else ","
         with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-            first = next(csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL), None)
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # as the tsv reader: no quoting
+            first = next(csv.reader(handle, delimiter=delimiter, quoting=quoting), None)
         if first is not None and len(first) != len(names):
             raise DataError(
                 f"The unlabeled examples in {os.path.basename(path)} have {len(first)} columns per row, but unlabeled files "

@@ -160,6 +160,11 @@ class Trainer:
             checks.append(lambda: check_backbone_name(cfg.backbone))
         if self._given_data is None:
             checks.append(lambda: check_source(cfg.dataset))
+        if (cfg.dataset.unlabeled_split or cfg.dataset.unlabeled_files) and not self.strategy.reads_unlabeled:
+            problems.append(ConfigError(
+                f"dataset.unlabeled_split / unlabeled_files are read by strategies that train without labels (distill), "
+                f"not by {cfg.strategy}. Set strategy: distill with a teacher, or remove them."
+            ))
         for check in checks:
             try:
                 check()
