@@ -55,7 +55,7 @@ def run(ctx: Context) -> list[Row]:
                f"{len(runs['student'])} fresh processes per side (each the median of {sizes['reps']} timed passes after a "
                f"warm-up; student {spread(rates['student'])}, teacher {spread(rates['teacher'])}); {THREADS} thread(s); "
                f"parameters: student {models['parameters']['student']:,}, teacher {models['parameters']['teacher']:,}; "
-               f"models: {models['source']}; other processes' cores {contention_note(runs, added)}"),
+               f"models: {models['source']}; {contention_note(runs, added)}"),
         details={"runs": runs, "models": models},
     )]  # fmt: skip
 
