@@ -377,7 +377,7 @@ class Distillation(Objective):
         """summary.json's `distillation` entry: teacher, alpha, temperature, data, the teacher's results, sizes, latency."""
         return {
             "distillation": {
-                "teacher": str(self.config.teacher),
+                "teacher": _teacher_name(str(self.config.teacher)),
                 "alpha": self.alpha,
                 "temperature": self.temperature,
                 "init_from_teacher": self.config.init_from_teacher,
@@ -404,6 +404,14 @@ def cpu_latency_ms(model: TransferModel, inputs: list[Any], repeats: int = LATEN
         model.logits(inputs, batch_size=len(inputs))
         times.append((time.perf_counter() - started) * 1000)
     return round(statistics.median(times), 3)
+
+
+def _teacher_name(teacher: str) -> str:
+    """The teacher as recorded: a local folder as its absolute path (the card publishes only its name), else the Hub ID."""
+    import os
+
+    path = os.path.expanduser(teacher)
+    return os.path.abspath(path) if os.path.isdir(path) else teacher
 
 
 def _target_width(dataset: TorchDataset) -> int:
