@@ -6,7 +6,8 @@ subprocess (so peak memory and cold-start times are its own), sides alternate, w
 and the median of the timed repetitions is reported. Nothing here is imported by the test suite
 except through `python -m benchmarks --quick`, and no test asserts a time.
 
-Groups (one module each): train_step, image_e2e, feature_cache, cold_start, predict, data_parallel, onnx_runtime.
+Groups (one module each): train_step, image_e2e, feature_cache, cold_start, predict, data_parallel, onnx_runtime,
+distill_latency.
 """
 
-GROUPS = ("train_step", "image_e2e", "feature_cache", "cold_start", "predict", "data_parallel", "onnx_runtime")
+GROUPS = ("train_step", "image_e2e", "feature_cache", "cold_start", "predict", "data_parallel", "onnx_runtime", "distill_latency")

@@ -28,6 +28,7 @@ from .errors import (  # noqa: E402
 from .heads import Head, HeadConfig  # noqa: E402
 from .images import load_image  # noqa: E402
 from .model import TransferModel  # noqa: E402
+from .objectives import Objective  # noqa: E402
 from .strategies import Strategy, get_strategy, list_strategies, register_strategy  # noqa: E402
 from .tasks import Task, get_task, list_tasks, register_task  # noqa: E402
 
@@ -46,6 +47,9 @@ _LAZY = {
     "rank": ".ranking",
     "RankResult": ".ranking",
     "FeatureStore": ".features",
+    "Distillation": ".distillation",
+    "distillation_loss": ".distillation",
+    "init_from_teacher": ".distillation",
 }
 
 __all__ = [
@@ -62,6 +66,10 @@ __all__ = [
     "HubtlError",
     "InvalidInputError",
     "ModelLoadError",
+    "Objective",
+    "Distillation",
+    "distillation_loss",
+    "init_from_teacher",
     "PluginError",
     "PluginInfo",
     "PluginUnavailableError",

@@ -74,7 +74,7 @@ class TrainingConfig:
     head_dropout: float = _opt(0.0, "dropout before the head's linear layer(s)")
     head_hidden_dim: int | None = _opt(None, "width of a hidden layer in the head (default: none, a linear head)")
     # fine-tuning strategy
-    strategy: str = _opt("full", "linear_probe | full | gradual | lora (or a strategy registered with register_strategy)")
+    strategy: str = _opt("full", "linear_probe | full | gradual | lora | distill (or a strategy registered with register_strategy)")
     gradual_unfreeze_epochs: int = _opt(1, "gradual: epochs between unfreezing one more layer group from the top")
     layer_decay: float | None = _opt(None, "layer-wise learning-rate decay in (0, 1], with any strategy")
     head_learning_rate: float | None = _opt(None, "learning rate of the head (default: learning_rate)")
@@ -82,7 +82,13 @@ class TrainingConfig:
     lora_alpha: int = _opt(16, "lora: scaling of the adapters")
     lora_dropout: float = _opt(0.1, "lora: dropout on the adapters' input")
     lora_target_modules: list[str] | None = _opt(None, "lora: module names to adapt (default: PEFT's choice for the model)")
-    feature_cache: bool = _opt(True, "frozen backbone + deterministic transforms: compute features once")
+    teacher: str | None = _opt(None, "distill: the teacher, a hubtl model folder or Hub ID fine-tuned on the same task and labels")
+    distill_alpha: float = _opt(0.5, "distill: weight of the loss on the labels; 1 - distill_alpha weighs the loss on the teacher's outputs")
+    distill_temperature: float = _opt(2.0, "distill: softmax temperature of teacher and student (classification)")
+    init_from_teacher: str | list[int] | None = _opt(
+        None, "distill: build the student's encoder from the teacher's layers: every_other | first_k | [i, j, ...]"
+    )
+    feature_cache: bool = _opt(True, "frozen backbone + deterministic transforms: compute features once (and a teacher's outputs)")
     augment: bool = _opt(True, "random training transforms (false: eval transforms, so the feature cache can be used)")
     # optimisation, as in TrainingArguments
     num_train_epochs: float = _opt(3.0, "epochs to train (ignored when max_steps > 0)")

@@ -25,7 +25,9 @@ from .errors import ConfigError, PluginUnavailableError
 
 if TYPE_CHECKING:  # annotations only: the model imports nothing from here
     from .config import TrainingConfig
+    from .data import TransferData
     from .model import TransferModel
+    from .objectives import Objective
 
 S = TypeVar("S", bound=type["Strategy"])
 
@@ -41,6 +43,8 @@ class Strategy:
     config_keys: ClassVar[tuple[str, ...]] = ()
     #: True when backbone weights never train: BatchNorm statistics stay frozen and features can be cached
     freezes_backbone: ClassVar[bool] = False
+    #: True when the strategy trains on examples without labels (`dataset.unlabeled_split` / `unlabeled_files`)
+    reads_unlabeled: ClassVar[bool] = False
 
     def check(self, config: TrainingConfig) -> None:
         """Refuse config values this strategy cannot use (raise ConfigError)."""
@@ -70,6 +74,13 @@ class Strategy:
 
     def before_save(self, model: TransferModel) -> None:
         """Put the model in its plain, loadable form before it is saved (e.g. merge adapters)."""
+
+    def objective(self, model: TransferModel, data: TransferData, config: TrainingConfig, accelerator: Any) -> Objective | None:
+        """The run's training objective (`hubtl.objectives.Objective`) when it is not the task's loss on the labels; None by default.
+
+        Called once per process after `prepare`, before the optimizer and the DataLoaders exist (so it may change weights).
+        """
+        return None
 
 
 def _groups(params: list[nn.Parameter], lr: float, weight_decay: float, name: str) -> list[dict[str, Any]]:
@@ -168,6 +179,35 @@ class LoRA(Strategy):
             setattr(model.backbone, attribute, encoder.merge_and_unload())
 
 
+class Distill(Strategy):
+    """Knowledge distillation: the student (every parameter) learns the labels and a fine-tuned teacher's outputs."""
+
+    name = "distill"
+    description = (
+        "Knowledge distillation: every parameter of the student was trained on a mix of the task's loss on the labels "
+        "and a loss towards the outputs of a fine-tuned teacher model."
+    )
+    config_keys = ("teacher", "distill_alpha", "distill_temperature", "init_from_teacher")
+    reads_unlabeled = True
+
+    def check(self, config: TrainingConfig) -> None:
+        if not config.teacher:
+            raise ConfigError("strategy: distill needs `teacher`: the folder or Hub ID of a fine-tuned hubtl model.")
+        if not 0.0 <= config.distill_alpha <= 1.0:
+            raise ConfigError(f"distill_alpha must be in [0, 1]; got {config.distill_alpha}.")
+        if config.distill_temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0; got {config.distill_temperature}.")
+        from .distillation import check_layer_choice  # no heavy import: torch only
+
+        check_layer_choice(config.init_from_teacher)
+
+    def objective(self, model: TransferModel, data: TransferData, config: TrainingConfig, accelerator: Any) -> Objective:
+        """Load the teacher, build the student from its layers when asked, and compute the teacher's outputs."""
+        from .distillation import Distillation
+
+        return Distillation(model, data, config, accelerator)
+
+
 # The registry's only global state: strategies by name.
 _STRATEGIES: dict[str, Strategy] = {}
 
@@ -200,5 +240,5 @@ def strategy_config_keys() -> set[str]:
     return {key for s in _STRATEGIES.values() for key in s.config_keys}
 
 
-for _builtin in (LinearProbe, Full, Gradual, LoRA):
+for _builtin in (LinearProbe, Full, Gradual, LoRA, Distill):
     register_strategy(_builtin)

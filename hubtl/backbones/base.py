@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import PluginError
+from ..errors import ConfigError, PluginError
 
 MODALITIES = ("image", "text")
 
@@ -85,6 +85,17 @@ class Backbone(nn.Module, abc.ABC):
     def export_source(self, format: str) -> dict[str, Any]:
         """The library-native parts the `format` exporter rebuilds from (docs/writing-plugins.md, "Exporting"); none by default."""
         return {}
+
+    def transfer_layers(self) -> tuple[nn.Module, nn.ModuleList]:
+        """(embeddings, list of layers from input to output) that `init_from_teacher` copies between two of these backbones.
+
+        Raise a ConfigError that says why when the architecture has no standard layer list (the default).
+        """
+        raise ConfigError(
+            f"init_from_teacher needs a backbone that exposes its embeddings and its list of layers; {type(self).__name__} "
+            "does not (its plugin does not implement `transfer_layers`). Leave init_from_teacher unset to distill into "
+            "the student as it is created."
+        )
 
 
 class BackbonePlugin(abc.ABC):

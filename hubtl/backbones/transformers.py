@@ -111,6 +111,20 @@ class TransformersBackbone(Backbone):
             return {}
         return {"model": self.model, "tokenizer": self.tokenizer, "pooling": self.pooling, "max_length": self.max_length}
 
+    def transfer_layers(self) -> tuple[nn.Module, nn.ModuleList]:
+        """The BERT family's `embeddings` and `encoder.layer`; other architectures are refused with the reason."""
+        embeddings = getattr(self.model, "embeddings", None)
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if not isinstance(embeddings, nn.Module) or not isinstance(layers, nn.ModuleList):
+            model_type = getattr(self.model.config, "model_type", type(self.model).__name__)
+            raise ConfigError(
+                f"init_from_teacher copies `embeddings` and the layer list `encoder.layer` of BERT-family encoders (bert, "
+                f"roberta, electra, ...); a {model_type!r} encoder ({type(self.model).__name__}) keeps its layers "
+                "elsewhere. Leave init_from_teacher unset (backbone_kwargs {num_hidden_layers: k} still keeps the "
+                "lower k pretrained layers), or use a BERT-family teacher and student."
+            )
+        return embeddings, layers
+
     def spec(self) -> dict[str, Any]:
         return {
             "plugin": "transformers",

@@ -81,6 +81,7 @@ def build_context(
         "backbone": backbone,
         "head": config.get("head", {}),
         "parameters": _parameters(directory, record, strategy),
+        "distillation": _distillation(record, (saved_parameter_counts(directory) or {}).get("total"), record.eval_results),
         "preprocessing": [(k, value_text(v)) for k, v in sorted((config.get("preprocessing") or {}).items()) if k != "type"],
         "trained": record.exists,
         "hyperparameters": hyperparameters,
@@ -335,6 +336,41 @@ def _runtime(summary: dict[str, Any]) -> str | None:
     if isinstance(setup, (int, float)):
         return f"{loop:.1f} s training loop, after {setup:.1f} s set-up (data, model, feature cache)"
     return f"{loop:.1f} s training loop"
+
+
+def _distillation(record: TrainingRecord, student_parameters: int | None, student_results: dict[str, Any]) -> dict[str, Any] | None:
+    """A distilled model's teacher (linked when a Hub ID), settings, data, and teacher vs student results, size, latency."""
+    facts = record.summary.get("distillation")
+    if not isinstance(facts, dict):
+        return None
+    teacher = str(facts.get("teacher") or "unknown")
+    shown = f"[{teacher}](https://huggingface.co/{teacher})" if is_hub_id(teacher) else f"`{local_name(teacher)}` (a local folder)"
+    layers = facts.get("teacher_layers")
+    teacher_results = facts.get("teacher_results") or {}
+    compared = [
+        (metric_name(k), number(v, k), number(student_results.get(k), k))
+        for k, v in teacher_results.items()
+        if is_number(v) and k != "eval_samples"
+    ]
+    latency = facts.get("cpu_latency") or {}
+    teacher_ms, student_ms = latency.get("teacher_ms"), latency.get("student_ms")
+    speedup = teacher_ms / student_ms if is_number(teacher_ms) and is_number(student_ms) and student_ms > 0 else None
+    teacher_params = facts.get("teacher_parameters")
+    return {
+        "teacher": shown,
+        "alpha": value_text(facts.get("alpha")),
+        "alpha_value": facts.get("alpha"),
+        "temperature": value_text(facts.get("temperature")),
+        "layers": ", ".join(map(str, layers)) if isinstance(layers, list) else None,
+        "labeled": facts.get("labeled_examples"),
+        "unlabeled": facts.get("unlabeled_examples") or 0,
+        "unlabeled_source": public_file(str(facts["unlabeled_source"]), None) if facts.get("unlabeled_source") else None,
+        "cached": facts.get("teacher_outputs_cached"),
+        "compared": compared,
+        "parameters": (teacher_params, student_parameters) if is_number(teacher_params) and student_parameters else None,
+        "latency": {"teacher": teacher_ms, "student": student_ms, "speedup": speedup, "batch": latency.get("batch"),
+                    "threads": latency.get("threads")} if speedup else None,
+    }
 
 
 # --------------------------------------------------------------------------- training data

@@ -124,6 +124,9 @@ def public_config(config: dict[str, Any], base_model: str | None = None) -> dict
     for key in PATH_KEYS:
         if isinstance(config.get(key), str):
             out[key] = local_name(config[key]) or config[key]
+    teacher = config.get("teacher")  # a distillation teacher: a Hub ID stays, a local folder becomes its name
+    if isinstance(teacher, str) and (not is_hub_id(teacher) or os.path.isdir(os.path.expanduser(teacher))):
+        out["teacher"] = local_name(teacher) or teacher
     return out
 
 

@@ -29,6 +29,12 @@ class DatasetConfig:
     data_files: str | list[str] | dict[str, str | list[str]] | None = field(
         default=None, metadata=_help("files as datasets.load_dataset takes them, e.g. {train: a.csv, validation: b.csv}")
     )
+    unlabeled_split: str | None = field(
+        default=None, metadata=_help("distill: a split without labels, trained on the teacher's outputs only")
+    )
+    unlabeled_files: str | list[str] | None = field(
+        default=None, metadata=_help("distill: files without labels (the training columns minus the label), as data_files")
+    )
     column_names: list[str] | None = field(default=None, metadata=_help("column names of header-less csv/tsv files"))
     validation_size: float = field(default=0.1, metadata=_help("fraction of the train split carved out when there is no eval split"))
     label_separator: str = field(default=",", metadata=_help("separator of labels in one cell (multi_label)"))

@@ -91,4 +91,5 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         "world_size": trainer.accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision,
         "versions": library_versions(),
+        **trainer.objective.summary(),
     }

@@ -29,6 +29,7 @@ from ..errors import ConfigError, HubtlError
 from ..layout import TRAINING_DIR, TrainingRecord
 from ..metrics import is_better, metric_key
 from ..model import TransferModel
+from ..objectives import Objective
 from ..strategies import get_strategy
 from ..tasks import get_task
 from .checkpoints import Checkpoints, TrainerState
@@ -114,6 +115,9 @@ class Trainer:
         with self._phase("model", f"Building {cfg.backbone}"):
             self.model = self._build_model()
         self.use_cache = self._use_feature_cache()
+        self.objective = self.strategy.objective(self.model, self.data, cfg, self.accelerator) or Objective(
+            self.task, self.data.train
+        )
         self._build_loop()
         if resume_dir is not None:
             self._resume(resume_dir)
@@ -157,6 +161,11 @@ class Trainer:
             checks.append(lambda: check_backbone_name(cfg.backbone))
         if self._given_data is None:
             checks.append(lambda: check_source(cfg.dataset))
+        if (cfg.dataset.unlabeled_split or cfg.dataset.unlabeled_files) and not self.strategy.reads_unlabeled:
+            problems.append(ConfigError(
+                f"dataset.unlabeled_split / unlabeled_files are read by strategies that train without labels (distill), "
+                f"not by {cfg.strategy}. Set strategy: distill with a teacher, or remove them."
+            ))
         for check in checks:
             try:
                 check()
@@ -230,8 +239,8 @@ class Trainer:
             train_collate = eval_collate = feature_collate
             workers = 0
         else:
-            train_set, eval_set, module = self.data.train, self.data.eval, self.model
-            train_collate = make_collate(self.model.preprocessor(train=cfg.augment), cfg.task)
+            train_set, eval_set, module = self.objective.train_dataset, self.data.eval, self.model
+            train_collate = self.objective.collate(self.model.preprocessor(train=cfg.augment), cfg.task)
             eval_collate = make_collate(self.model.preprocessor(train=False), cfg.task)
             workers = self._num_workers()
         generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
@@ -322,7 +331,7 @@ class Trainer:
                 )
                 for batch, targets in loader:
                     with acc.accumulate(self.module):
-                        loss = self.task.loss(self.module(batch), targets)
+                        loss = self.objective.loss(self.module, batch, targets)
                         acc.backward(loss)
                         if acc.sync_gradients:
                             for p in frozen:
@@ -540,6 +549,7 @@ class Trainer:
                 with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(self.model.state_dict())):
                     self.model.save_pretrained(self.output_dir)
                 self.results = results
+                self.objective.finish(self.model)
                 self._write_record(("metrics", "eval_results", "summary"), runtime)
                 with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
                     write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
