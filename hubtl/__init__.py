@@ -43,6 +43,10 @@ _LAZY = {
     "load_config": ".config",
     "DatasetConfig": ".data",
     "TransferData": ".data",
+    "PretrainingConfig": ".pretraining",
+    "PretrainingTrainer": ".pretraining",
+    "load_pretraining_config": ".pretraining",
+    "pretrain": ".pretraining",
 }
 
 __all__ = [
@@ -65,6 +69,10 @@ __all__ = [
     "Preprocessor",
     "TransferModel",
     "__version__",
+    "PretrainingConfig",
+    "PretrainingTrainer",
+    "load_pretraining_config",
+    "pretrain",
     "DatasetConfig",
     "ImagePreprocessor",
     "Strategy",

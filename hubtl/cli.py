@@ -1,4 +1,4 @@
-"""The `hubtl` command line: backbones, train, predict, push, card, hub serve, demo."""
+"""The `hubtl` command line: backbones, train, pretrain, predict, push, card, hub serve, demo."""
 
 from __future__ import annotations
 
@@ -52,6 +52,13 @@ def _train(args: argparse.Namespace) -> int:
     from .train import main as train_main
 
     return train_main(list(args.args))
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    """Pre-train a backbone on unlabeled data from a YAML config with `--key value` overrides."""
+    from .pretrain import main as pretrain_main
+
+    return pretrain_main(list(args.args))
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -192,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # CONFIG.yaml [--key value ...]
     p.set_defaults(func=_train)
 
+    p = sub.add_parser(
+        "pretrain", add_help=False, help="self-supervised pre-training on unlabeled data (mlm, masked_autoencoder, "
+        "denoising_autoencoder) into a backbone folder; `hubtl pretrain --help` lists every key",
+    )  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # CONFIG.yaml [--key value ...]
+    p.set_defaults(func=_pretrain)
+
     p = sub.add_parser("predict", help="predict with a saved model (directory or Hub ID)")
     p.add_argument("model")
     p.add_argument("inputs", nargs="+", help="image paths or texts")
@@ -247,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hubtl` console script; hubtl errors print one clear line, not a traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.func is _train:  # everything after `train` is the trainer's: CONFIG.yaml, --key value, --help
+    if args.func in (_train, _pretrain):  # everything after `train` is the trainer's: CONFIG.yaml, --key value, --help
         args.args = [*extra, *args.args]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
