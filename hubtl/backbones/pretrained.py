@@ -40,16 +40,23 @@ class PretrainedPlugin(BackbonePlugin):
     spec_kwargs = None  # the folder's spec kwargs were checked against the allow-list of the plugin that made it
 
     def create(self, model_name: str, pretrained: bool = True, **kwargs: Any) -> Backbone:
-        """Rebuild the folder's backbone and load its pre-trained weights (random ones when not `pretrained`)."""
-        if kwargs:
-            raise ConfigError(
-                f"{PREFIX}:{model_name} takes no backbone_kwargs (got {sorted(kwargs)}): the folder fixes the architecture "
-                "and its options. Remove backbone_kwargs."
-            )
+        """Rebuild the folder's backbone and load its pre-trained weights (random ones when not `pretrained`).
+
+        `kwargs` (a config's backbone_kwargs) replace the saved spec's, e.g. {pooling: cls, max_length: 64}.
+        """
         directory, hub_id, where = _folder(model_name)
         config = read_backbone_config(directory, where)
         check_backbone_files(directory / BACKBONE_DIR, root=directory if hub_id is None else directory.parent.parent)
-        backbone = backbone_from_spec(config["backbone"], directory / BACKBONE_DIR)
+        spec = dict(config["backbone"])
+        # backbone_kwargs replace the folder's spec kwargs (e.g. pooling, max_length), within the allow-list of the
+        # plugin that made it: the weights fix the architecture, so a kwarg that changes a shape fails while loading
+        spec["kwargs"] = {**(spec.get("kwargs") or {}), **kwargs}
+        try:
+            backbone = backbone_from_spec(spec, directory / BACKBONE_DIR)
+        except ModelLoadError as err:
+            if not kwargs:
+                raise
+            raise ConfigError(f"{PREFIX}:{model_name} with backbone_kwargs {kwargs}: {err}") from None
         if pretrained:
             _load(backbone, config["weights"], directory / WEIGHTS_NAME, where)
         record = config.get("pretraining") or {}

@@ -62,7 +62,17 @@ class MLMCollate:
         self.collator.generator = None
 
     def __call__(self, examples: list[tuple[dict[str, list[int]], int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        batch = self.collator([example for example, _ in examples])
+        features = [example for example, _ in examples]
+        if "offset_mapping" in features[0]:  # whole-word masking: the tokenizer pads every key but this one
+            longest = max(len(f["input_ids"]) for f in features)
+            pad = [(0, 0)] * longest
+            right = getattr(self.collator.tokenizer, "padding_side", "right") == "right"
+            features = [
+                {**f, "offset_mapping": (list(f["offset_mapping"]) + pad)[:longest] if right
+                 else (pad + list(f["offset_mapping"]))[-longest:]}
+                for f in features
+            ]  # fmt: skip
+        batch = self.collator(features)
         return dict(batch), batch["labels"]
 
 

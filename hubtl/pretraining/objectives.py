@@ -141,10 +141,11 @@ class MaskedLanguageModeling(Objective):
         self, model: PretrainingModel, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"]
-        logits = model.head(batch)
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
-        counts = (labels != -100).sum(1)
-        return losses.view(labels.shape).sum(1), counts.to(losses.dtype)
+        rows, cols = (labels != -100).nonzero(as_tuple=True)
+        logits = model.head.masked_logits(batch, rows, cols)  # [masked tokens, vocabulary]
+        losses = F.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
+        sums = torch.zeros(labels.shape[0], dtype=losses.dtype, device=losses.device).index_add(0, rows, losses)
+        return sums, torch.bincount(rows, minlength=labels.shape[0]).to(losses.dtype)
 
     def record(self, cfg: Any) -> dict[str, Any]:
         return {
@@ -180,6 +181,18 @@ class MaskedLMHead(nn.Module):
         """Token logits [batch, length, vocabulary]."""
         inputs = {k: v for k, v in batch.items() if k in self._inputs and k != "labels"}
         return self._mlm[0](**inputs).logits
+
+    def masked_logits(self, batch: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Logits [N, vocabulary] of the tokens at (rows, cols) only: the vocabulary projection of the masked tokens,
+        not of every token (most of an MLM step's cost otherwise), where the architecture's head is known."""
+        mlm = self._mlm[0]
+        predict = getattr(mlm, "cls", None) or getattr(mlm, "lm_head", None)  # BERT-like / RoBERTa-like heads
+        if predict is None:
+            return self(batch)[rows, cols]
+        encoder = mlm._modules[mlm.base_model_prefix]
+        accepted = set(inspect.signature(encoder.forward).parameters)
+        hidden = encoder(**{k: v for k, v in batch.items() if k in accepted and k != "labels"})[0]
+        return predict(hidden[rows, cols])
 
 
 def _load_checkpoint_head(mlm: nn.Module, encoder: nn.Module, cfg: Any) -> bool:
