@@ -46,7 +46,6 @@ _LAZY = {
     "PretrainingConfig": ".pretraining",
     "PretrainingTrainer": ".pretraining",
     "load_pretraining_config": ".pretraining",
-    "pretrain": ".pretraining",
 }
 
 __all__ = [
@@ -72,7 +71,6 @@ __all__ = [
     "PretrainingConfig",
     "PretrainingTrainer",
     "load_pretraining_config",
-    "pretrain",
     "DatasetConfig",
     "ImagePreprocessor",
     "Strategy",

@@ -48,7 +48,7 @@ def build_backbone_card(output_dir: str | os.PathLike, repo_id: str | None = Non
     hyper = [
         (k, value_text(record.config[k])) for k in SHOWN_KEYS
         if k in record.config and record.config[k] is not None and k not in other_objectives
-        and not (k == "max_steps" and record.config[k] <= 0)
+        and not (k == "max_steps" and record.config[k] <= 0) and not (k == "augment" and config["modality"] != "image")
         and not (k == "num_train_epochs" and (record.config.get("max_steps") or -1) > 0)
     ]  # fmt: skip
     dataset = str(pretraining.get("dataset") or "unknown")

@@ -227,8 +227,10 @@ def push_backbone_dir(
     import yaml
 
     from ..cards.pretrained import write_backbone_card
-    from ..cards.public import public_config, public_summary
+    from ..cards.public import public_backbone_name, public_config, public_name_keys, public_summary
     from ..layout import (
+        BACKBONE_CONFIG_NAME,
+        BACKBONE_DIR,
         SUMMARY_NAME,
         TRAINING_CONFIG_NAME,
         TRAINING_DIR,
@@ -256,4 +258,17 @@ def push_backbone_dir(
             atomic_write(staging / TRAINING_DIR / TRAINING_CONFIG_NAME, yaml.safe_dump(public, sort_keys=False))
         if record.summary:
             atomic_write(staging / TRAINING_DIR / SUMMARY_NAME, json.dumps(public_summary(record.summary), indent=2))
+        # a local backbone path in the spec, or in a transformers config's name keys, is published as its public name
+        config = read_backbone_config(staging)
+        config["backbone"]["name"] = public_backbone_name(str(config["backbone"]["name"]), base_model)
+        atomic_write(staging / BACKBONE_CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for path in [*staging.glob("*.json"), *sorted((staging / BACKBONE_DIR).rglob("*.json"))]:
+            if path.name == BACKBONE_CONFIG_NAME:
+                continue
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(content, dict) and public_name_keys(content, base_model) != content:
+                atomic_write(path, json.dumps(public_name_keys(content, base_model), indent=2, ensure_ascii=False) + "\n")
         return _upload(staging, repo_id, private, revision, commit_message, token)
