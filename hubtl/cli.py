@@ -62,10 +62,14 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    """Push a saved output directory to a Hub repo."""
-    from .hub.push import push_output_dir
+    """Push a saved output directory (a model, or a pre-trained backbone folder) to a Hub repo."""
+    from pathlib import Path
 
-    url = push_output_dir(
+    from .hub.push import push_backbone_dir, push_output_dir
+    from .layout import BACKBONE_CONFIG_NAME
+
+    push = push_backbone_dir if (Path(args.output_dir) / BACKBONE_CONFIG_NAME).is_file() else push_output_dir
+    url = push(
         args.output_dir,
         args.repo_id,
         private=args.private,
@@ -78,10 +82,15 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    """Render (and write) the model card of an output directory, and print it."""
-    from .cards import write_model_card
+    """Render (and write) the model card of an output directory (a model or a pre-trained backbone), and print it."""
+    from pathlib import Path
 
-    print(write_model_card(args.output_dir).content)
+    from .cards import write_model_card
+    from .cards.pretrained import write_backbone_card
+    from .layout import BACKBONE_CONFIG_NAME
+
+    write = write_backbone_card if (Path(args.output_dir) / BACKBONE_CONFIG_NAME).is_file() else write_model_card
+    print(write(args.output_dir).content)
     return 0
 
 

@@ -394,3 +394,12 @@ def test_kit_checks_the_feature_map_when_declared() -> None:
     assert report["feature_map"].status == "fail" and "[batch, channels, height, width]" in report["feature_map"].message
     report = check_backbone(_PooledOnlyPlugin(), "tiny", checks=["feature_map"], raise_on_failure=False)
     assert report["feature_map"].status == "skip"
+
+
+def test_card_command_renders_a_backbone_folder(mae_run: tuple[Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from hubtl.cli import main
+
+    out, _ = mae_run
+    assert main(["card", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "pre-trained image backbone" in text and "random initialisation" in text and "masked_autoencoder" in text

@@ -7,6 +7,7 @@ reads labeled data.
 
 from __future__ import annotations
 
+import logging
 import numbers
 
 import numpy as np
@@ -28,6 +29,8 @@ from .dataset import (
     _require_column,
 )
 from .sources import SUPPORTED, load_splits, pick_splits
+
+logger = logging.getLogger("hubtl")
 
 
 def load_unlabeled_data(
@@ -69,6 +72,8 @@ def load_unlabeled_data(
                 f"{len(skipped)} file(s) are not readable images: {preview(skipped, 20)}. "
                 "Remove or replace them, or run without strict to skip them."
             )
+        if skipped:
+            logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
         train_idx, eval_idx = train_idx[train_keep], eval_idx[eval_keep]
     for split, idx in ((cfg.train_split, train_idx), (eval_name, eval_idx)):
         if len(idx) == 0:

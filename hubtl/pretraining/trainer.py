@@ -87,7 +87,7 @@ class PretrainingTrainer(Trainer):
         self.strategy.prepare(model, cfg)  # type: ignore[arg-type] - full: everything trains
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         backbone_params = sum(p.numel() for p in backbone.parameters())
-        self.parameter_counts = (trainable, backbone_params)
+        self.parameter_counts = (trainable, sum(p.numel() for p in model.parameters()))
         self.base_model = cfg.base_model or getattr(backbone, "base_model", None)
         self._log(
             f"Model: {cfg.backbone} ({'pretrained' if cfg.pretrained else 'random'} weights), objective "

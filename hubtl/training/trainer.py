@@ -526,7 +526,7 @@ class Trainer:
 
     def _finish(self, runtime: float) -> TrainResult:
         """Load the best weights, save the model with its training record and card, push if asked."""
-        acc, cfg, state = self.accelerator, self.cfg, self.state
+        acc, state = self.accelerator, self.state
         acc.wait_for_everyone()
         self.checkpoints.load_best(self.model, state.best_epoch)
         self.strategy.before_save(self.model)
