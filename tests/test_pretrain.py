@@ -168,7 +168,7 @@ def test_image_folder_is_a_timm_folder_and_fine_tunes_with_pretrained_from(
     tuned = model.backbone.model.state_dict()
     assert all(torch.equal(tuned[k], v) for k, v in native.state_dict().items())  # a linear probe: the backbone as saved
     card = (tmp_path / "ft" / "README.md").read_text()
-    assert "pretrained_from: out" in card and "`hubtl pretrain` (`masked_autoencoder`" in card
+    assert "pretrained_from: out" in card and "in the local folder `out` (not on the Hub): `hubtl pretrain` (`masked_autoencoder`" in card
     assert "base_model:" not in card.split("---")[1]  # random initialisation: no Hub model at the root of the chain
     summary = json.loads((tmp_path / "ft" / "training" / "summary.json").read_text())
     assert summary["pretrained_from"]["objective"] == "masked_autoencoder" and result.eval_results["eval_samples"] > 0

@@ -181,7 +181,7 @@ def _pretrained_from(chain: dict[str, Any]) -> tuple[str | None, str]:
     where = (
         f"[{hub_id}](https://huggingface.co/{hub_id}) on the Hugging Face Hub"
         if hub_id
-        else f"the local folder `{local_name(str(chain.get('name') or 'pretrained'))}` (not on the Hub)"
+        else f"in the local folder `{local_name(str(chain.get('name') or 'pretrained'))}` (not on the Hub)"
     )
     steps = f", {chain['steps']} steps" if isinstance(chain.get("steps"), int) else ""
     objective = f"`{chain.get('objective')}`" if chain.get("objective") else "self-supervised"
