@@ -52,7 +52,9 @@ def build_backbone_card(output_dir: str | os.PathLike, repo_id: str | None = Non
         and not (k == "num_train_epochs" and (record.config.get("max_steps") or -1) > 0)
     ]  # fmt: skip
     dataset = str(pretraining.get("dataset") or "unknown")
-    hub_dataset = dataset if is_hub_dataset(dataset, record.config.get("dataset")) else None
+    # the training config's own path tells a Hub dataset from a local folder (the recorded name is only its last part)
+    source = record.config.get("dataset") if isinstance(record.config.get("dataset"), dict) else {}
+    hub_dataset = dataset if source.get("path") and is_hub_dataset(str(source["path"]), source) else None
     epochs = [r for r in record.metrics if r.get("kind") == "epoch"]
     summary = record.summary or {}
     name = repo_id.split("/")[-1] if repo_id else directory.resolve().name
