@@ -50,6 +50,9 @@ _LAZY = {
     "Distillation": ".distillation",
     "distillation_loss": ".distillation",
     "init_from_teacher": ".distillation",
+    "PretrainingConfig": ".pretraining",
+    "PretrainingTrainer": ".pretraining",
+    "load_pretraining_config": ".pretraining",
 }
 
 __all__ = [
@@ -76,6 +79,9 @@ __all__ = [
     "Preprocessor",
     "TransferModel",
     "__version__",
+    "PretrainingConfig",
+    "PretrainingTrainer",
+    "load_pretraining_config",
     "DatasetConfig",
     "ImagePreprocessor",
     "Strategy",

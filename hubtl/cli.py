@@ -1,4 +1,4 @@
-"""The `hubtl` command line: backbones, train, rank, cache, predict, push, card, export, hub serve, demo."""
+"""The `hubtl` command line: backbones, train, pretrain, rank, cache, predict, push, card, export, hub serve, demo."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def _train(args: argparse.Namespace) -> int:
     return train_main(list(args.args))
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    """Pre-train a backbone on unlabeled data from a YAML config with `--key value` overrides."""
+    from .pretrain import main as pretrain_main
+
+    return pretrain_main(list(args.args))
+
+
 def _rank(args: argparse.Namespace) -> int:
     """Rank candidate backbones for a config's data from their frozen features."""
     from .ranking.__main__ import main as rank_main
@@ -85,10 +92,14 @@ def _cache_clear(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    """Push a saved output directory to a Hub repo."""
-    from .hub.push import push_output_dir
+    """Push a saved output directory (a model, or a pre-trained backbone folder) to a Hub repo."""
+    from pathlib import Path
 
-    url = push_output_dir(
+    from .hub.push import push_backbone_dir, push_output_dir
+    from .layout import BACKBONE_CONFIG_NAME
+
+    push = push_backbone_dir if (Path(args.output_dir) / BACKBONE_CONFIG_NAME).is_file() else push_output_dir
+    url = push(
         args.output_dir,
         args.repo_id,
         private=args.private,
@@ -101,10 +112,15 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    """Render (and write) the model card of an output directory, and print it."""
-    from .cards import write_model_card
+    """Render (and write) the model card of an output directory (a model or a pre-trained backbone), and print it."""
+    from pathlib import Path
 
-    print(write_model_card(args.output_dir).content)
+    from .cards import write_model_card
+    from .cards.pretrained import write_backbone_card
+    from .layout import BACKBONE_CONFIG_NAME
+
+    write = write_backbone_card if (Path(args.output_dir) / BACKBONE_CONFIG_NAME).is_file() else write_model_card
+    print(write(args.output_dir).content)
     return 0
 
 
@@ -237,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", "--older_than", type=float, default=None, metavar="DAYS", help="only sets unused this long")
     p.set_defaults(func=_cache_clear)
 
+    p = sub.add_parser(
+        "pretrain", add_help=False, help="self-supervised pre-training on unlabeled data (mlm, masked_autoencoder, "
+        "denoising_autoencoder) into a backbone folder; `hubtl pretrain --help` lists every key",
+    )  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # CONFIG.yaml [--key value ...]
+    p.set_defaults(func=_pretrain)
+
     p = sub.add_parser("predict", help="predict with a saved model (directory or Hub ID)")
     p.add_argument("model")
     p.add_argument("inputs", nargs="+", help="image paths or texts")
@@ -292,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hubtl` console script; hubtl errors print one clear line, not a traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.func in (_train, _rank):  # everything after `train`/`rank` is theirs: CONFIG.yaml, --key value, --help
+    if args.func in (_train, _pretrain, _rank):  # everything after these is theirs: CONFIG.yaml, --key value, --help
         args.args = [*extra, *args.args]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

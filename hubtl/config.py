@@ -155,8 +155,13 @@ class TrainingConfig:
         return config
 
 
-def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainingConfig:
-    """Read a YAML config (or take a dict), apply `--key value` overrides, resolve data paths, validate."""
+def load_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None, config_class: type[TrainingConfig] | None = None
+) -> TrainingConfig:
+    """Read a YAML config (or take a dict), apply `--key value` overrides, resolve data paths, validate.
+
+    `config_class` is the config's class: TrainingConfig, or a subclass such as `hubtl pretrain`'s PretrainingConfig.
+    """
     if isinstance(source, dict):
         values, base = dict(source), Path.cwd()
     else:
@@ -172,7 +177,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         base = path.resolve().parent
         _resolve_data_paths(values, base)
     apply_overrides(values, overrides or [])
-    return TrainingConfig.from_dict(values)
+    return (config_class or TrainingConfig).from_dict(values)
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
@@ -387,12 +392,19 @@ def config_reference() -> str:
     return "\n".join(f"{key:<{width}}# {meaning}" for key, _, meaning in rows) + "\n"
 
 
-def config_help() -> str:
-    """`hubtl train --help`'s list of keys: name, type, default and meaning, from the fields themselves."""
-    hints = typing.get_type_hints(TrainingConfig)
+def config_help(config_class: type[TrainingConfig] | None = None) -> str:
+    """`hubtl train --help`'s list of keys: name, type, default and meaning, from the fields themselves.
+
+    A subclass lists its own keys; the inherited ones it names in `inapplicable_keys` are left out.
+    """
+    config_class = config_class or TrainingConfig
+    hidden = set(getattr(config_class, "inapplicable_keys", ()))
+    hints = typing.get_type_hints(config_class)
     dataset_hints = typing.get_type_hints(DatasetConfig)
     lines = ["config keys (in the YAML file, or as --key value overrides):"]
-    for f in dataclasses.fields(TrainingConfig):
+    for f in dataclasses.fields(config_class):
+        if f.name in hidden:
+            continue
         if f.name == "dataset":
             for d in dataclasses.fields(DatasetConfig):
                 lines.append(_help_line(f"dataset.{d.name}", dataset_hints[d.name], d))

@@ -210,6 +210,74 @@ def check_backbone_files(directory: str | os.PathLike, root: str | os.PathLike |
                 )
 
 
+# --------------------------------------------------------------------------- a pre-trained backbone folder
+
+#: `hubtl pretrain`'s output is a backbone folder: the backbone's native files (a transformers or timm folder: its
+#: config.json, model.safetensors, tokenizer files), `backbone/` (the files `from_spec` reads, as in a model folder)
+#: and this file, hubtl's record of the backbone (spec, which module the weights belong to, the pre-training).
+BACKBONE_CONFIG_NAME = "hubtl_backbone.json"
+#: The files loading a pre-trained backbone downloads from a Hub repo: nothing else of the repo is ever fetched.
+PRETRAINED_LOAD_PATTERNS = [BACKBONE_CONFIG_NAME, WEIGHTS_NAME, *(f"{BACKBONE_DIR}/{p}" for p in BACKBONE_FILE_PATTERNS)]
+#: `weights` values of hubtl_backbone.json: the whole Backbone module's state dict, or a native one (an export format)
+BACKBONE_WEIGHTS = ("backbone", "transformers", "timm")
+
+
+class BackboneConfigFile(_Section):
+    """The whole hubtl_backbone.json of a pre-trained backbone folder, type-checked."""
+
+    library_name: str
+    kind: str
+    hubtl_version: str = "?"
+    format_version: int = 1
+    modality: str
+    feature_dim: int = Field(ge=1)
+    backbone: SpecSection
+    weights: str
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    pretraining: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_backbone_config(directory: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+    """Read and type-check a pre-trained backbone folder's hubtl_backbone.json; `name` replaces the path in messages."""
+    path = Path(directory) / BACKBONE_CONFIG_NAME
+    where = name or str(directory)
+    if not path.is_file():
+        hint = " (it is a fine-tuned model: load it with TransferModel.from_pretrained)" if (Path(directory) / CONFIG_NAME).is_file() and _is_hubtl_model(Path(directory)) else ""
+        raise ModelLoadError(
+            f"{where} has no {BACKBONE_CONFIG_NAME}: it is not a pre-trained hubtl backbone{hint}. Write one with "
+            "`hubtl pretrain CONFIG.yaml`."
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        checked = BackboneConfigFile.model_validate(config)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{where}: {BACKBONE_CONFIG_NAME} is not valid JSON ({err}); the folder is damaged.") from err
+    except ValidationError as err:
+        raise ConfigFileError(
+            f"{where}: {BACKBONE_CONFIG_NAME} is missing or invalid: {_describe(err)}. The folder is damaged or was "
+            "tampered with; run hubtl pretrain or download it again."
+        ) from None
+    if checked.library_name != "hubtl" or checked.kind != "backbone" or checked.weights not in BACKBONE_WEIGHTS:
+        raise ConfigFileError(
+            f"{where}: {BACKBONE_CONFIG_NAME} is not a hubtl backbone record (library_name hubtl, kind backbone, "
+            f"weights one of {', '.join(BACKBONE_WEIGHTS)}); run hubtl pretrain or download it again."
+        )
+    if checked.format_version > FORMAT_VERSION:
+        raise ConfigFileError(
+            f"{where} was written by hubtl {checked.hubtl_version} (format {checked.format_version}), newer than this "
+            f"hubtl {__version__} reads (format {FORMAT_VERSION}). Upgrade: `pip install -U hubtl`."
+        )
+    return config
+
+
+def _is_hubtl_model(directory: Path) -> bool:
+    """True when a folder's config.json is a hubtl model's."""
+    try:
+        return json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")).get("library_name") == "hubtl"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 # --------------------------------------------------------------------------- the weights file
 
 #: The safetensors metadata key holding the state dict's per-module versions (`state_dict()._metadata`) as JSON.

@@ -62,6 +62,9 @@ class Backbone(nn.Module, abc.ABC):
     #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),
     #: "timm", "transformers" (each also needs `export_source`); ONNX export is still tried when undeclared
     export_formats: tuple[str, ...] = ()
+    #: True when `forward_feature_map` returns a spatial feature map: what `hubtl pretrain`'s
+    #: `objective: masked_autoencoder` needs (checked by the conformance kit when declared)
+    has_feature_map: bool = False
 
     @abc.abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -78,6 +81,13 @@ class Backbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def spec(self) -> dict[str, Any]:
         """JSON-able recipe that rebuilds this architecture offline: {"plugin", "name", "kwargs", ...}."""
+
+    def forward_feature_map(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the last spatial feature map [batch, channels, height / stride, width / stride] (with `has_feature_map`)."""
+        raise PluginError(
+            f"{type(self).__name__} exposes no feature map (has_feature_map is false): objective masked_autoencoder "
+            "cannot use it. Use objective: denoising_autoencoder, which needs pooled features only."
+        )
 
     def save_files(self, directory: Path) -> None:
         """Write the files `from_spec` needs beside the weights (tokenizer, configs); none by default."""
@@ -118,6 +128,10 @@ class BackbonePlugin(abc.ABC):
     @abc.abstractmethod
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> Backbone:
         """Rebuild the architecture of `spec` without downloading weights."""
+
+    def modality_of(self, model_name: str) -> str:
+        """The modality of the backbone `model_name` (a plugin that serves several modalities reads it per model)."""
+        return self.modality
 
     def check_name(self, model_name: str) -> None:
         """Raise BackboneNotFoundError when `model_name` surely cannot be created (cheap: no download, no build).

@@ -106,6 +106,7 @@ class TimmBackbone(Backbone):
 
     modality = "image"
     export_formats = ("onnx", "timm")
+    has_feature_map = True
 
     def __init__(self, model: nn.Module, model_name: str, kwargs: dict[str, Any], data_config: dict[str, Any]) -> None:
         super().__init__()
@@ -117,6 +118,22 @@ class TimmBackbone(Backbone):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch["pixel_values"])
+
+    def forward_feature_map(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """timm's `forward_features`: a CNN's last map as it is, a vision transformer's patch tokens laid out on their grid."""
+        features = self.model.forward_features(batch["pixel_values"])
+        if features.ndim == 4:
+            return features
+        grid = getattr(getattr(self.model, "patch_embed", None), "grid_size", None)
+        if features.ndim == 3 and grid is not None:
+            tokens = features[:, getattr(self.model, "num_prefix_tokens", 0) :]
+            height, width = tokens.shape[1] // grid[1], grid[1]
+            if height * width == tokens.shape[1]:
+                return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+        raise ConfigError(
+            f"timm model {self.model_name!r} gives features of shape {tuple(features.shape)}, not a spatial map: "
+            "objective masked_autoencoder cannot use it. Use objective: denoising_autoencoder."
+        )
 
     def preprocessor(self, train: bool = False) -> ImagePreprocessor:
         return ImagePreprocessor(self.data_config, train=train)

@@ -121,8 +121,12 @@ def _backbone(spec: dict[str, Any], record: TrainingRecord, directory: Path) -> 
     pretrained = train_config.get("pretrained", spec.get("pretrained"))
     local = is_local_backbone(name)
     recorded = recorded_base_model(train_config, record.summary)
+    chain = (record.summary or {}).get("pretrained_from")
+    chain = chain if isinstance(chain, dict) else None
     base_model, origin = None, None
-    if pretrained is None:
+    if chain is not None:
+        base_model, origin = _pretrained_from(chain)
+    elif pretrained is None:
         origin = (
             "Not recorded: the model was saved without hubtl's training record, so whether the backbone started from "
             "pretrained weights is unknown."
@@ -158,7 +162,32 @@ def _backbone(spec: dict[str, Any], record: TrainingRecord, directory: Path) -> 
         "kwargs": [(k, value_text(v)) for k, v in sorted((spec.get("kwargs") or {}).items())],
         "base_model": base_model,
         "origin": origin,
+        "pretrained_from": (chain.get("hub_id") or chain.get("name")) if chain else None,
     }
+
+
+def _pretrained_from(chain: dict[str, Any]) -> tuple[str | None, str]:
+    """(base_model, origin) of a backbone written by `hubtl pretrain`: the chain base model -> pre-trained backbone -> this.
+
+    The Hub metadata names the pre-trained backbone when it is on the Hub, else the base model it started from.
+    """
+    hub_id = chain.get("hub_id") if is_hub_id(chain.get("hub_id")) else None
+    root = chain.get("base_model") if is_hub_id(chain.get("base_model")) else None
+    if root:
+        start = f"[{root}](https://huggingface.co/{root})"
+    elif chain.get("initialisation") == "random":
+        start = "random initialisation"
+    else:
+        start = "its plugin's pretrained weights"
+    where = (
+        f"[{hub_id}](https://huggingface.co/{hub_id}) on the Hugging Face Hub"
+        if hub_id
+        else f"in the local folder `{local_name(str(chain.get('name') or 'pretrained'))}` (not on the Hub)"
+    )
+    steps = f", {chain['steps']} steps" if isinstance(chain.get("steps"), int) else ""
+    objective = f"`{chain.get('objective')}`" if chain.get("objective") else "self-supervised"
+    loaded = "" if chain.get("weights_loaded", True) else " Its architecture only: the fine-tuning started from random weights."
+    return hub_id or root, f"the pre-trained backbone {where}: `hubtl pretrain` ({objective}{steps}) of {start}.{loaded}"
 
 
 def _timm_hub_id(name: str) -> str | None:

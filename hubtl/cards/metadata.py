@@ -22,7 +22,9 @@ def card_data(context: dict[str, Any], record: TrainingRecord, task: Task) -> An
     tags = ["hubtl", "transfer-learning", context["backbone"]["plugin"], modality, pipeline_tag, *task.tags()]
     data = context["data"] or {}
     results = _eval_results(context, record, pipeline_tag or context["task"])
+    chain = {"pretrained_from": context["backbone"]["pretrained_from"]} if context["backbone"].get("pretrained_from") else {}
     return ModelCardData(
+        **chain,
         library_name="hubtl",
         license=context["license"] or None,
         tags=list(dict.fromkeys(t for t in tags if t)),

@@ -207,3 +207,68 @@ def _upload(
                 "access (`hf auth login`, HF_TOKEN, or `--token`)."
             ) from err
         raise HubError(f"The Hub at {endpoint()} rejected the push to {repo_id!r}: {err}") from err
+
+
+def push_backbone_dir(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Upload a pre-trained backbone folder (`hubtl pretrain`'s output) with its card for `repo_id`; return the commit URL.
+
+    Everything but checkpoints and hidden files is uploaded; the training record's local paths are published as
+    their names, as `push_output_dir` does. `backbone: hubtl-pretrained:<repo_id>` then loads it.
+    """
+    import json
+
+    import yaml
+
+    from ..cards.pretrained import write_backbone_card
+    from ..cards.public import public_backbone_name, public_config, public_name_keys, public_summary
+    from ..layout import (
+        BACKBONE_CONFIG_NAME,
+        BACKBONE_DIR,
+        SUMMARY_NAME,
+        TRAINING_CONFIG_NAME,
+        TRAINING_DIR,
+        atomic_write,
+        read_backbone_config,
+        read_training_record,
+    )
+
+    validate_repo_id(repo_id)
+    directory = Path(output_dir).expanduser()
+    read_backbone_config(directory)
+    with tempfile.TemporaryDirectory(prefix="hubtl-push-") as tmp:
+        staging = Path(tmp) / directory.resolve().name
+        staging.mkdir(parents=True)
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if path.is_file() and not _ignored(relative):
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                _link(path, staging / relative)
+        write_backbone_card(staging, repo_id=repo_id, force=True)
+        record = read_training_record(staging)
+        base_model = (read_backbone_config(staging).get("pretraining") or {}).get("base_model")
+        if record.config:
+            public = public_config(record.config, base_model)
+            atomic_write(staging / TRAINING_DIR / TRAINING_CONFIG_NAME, yaml.safe_dump(public, sort_keys=False))
+        if record.summary:
+            atomic_write(staging / TRAINING_DIR / SUMMARY_NAME, json.dumps(public_summary(record.summary), indent=2))
+        # a local backbone path in the spec, or in a transformers config's name keys, is published as its public name
+        config = read_backbone_config(staging)
+        config["backbone"]["name"] = public_backbone_name(str(config["backbone"]["name"]), base_model)
+        atomic_write(staging / BACKBONE_CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for path in [*staging.glob("*.json"), *sorted((staging / BACKBONE_DIR).rglob("*.json"))]:
+            if path.name == BACKBONE_CONFIG_NAME:
+                continue
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(content, dict) and public_name_keys(content, base_model) != content:
+                atomic_write(path, json.dumps(public_name_keys(content, base_model), indent=2, ensure_ascii=False) + "\n")
+        return _upload(staging, repo_id, private, revision, commit_message, token)

@@ -121,6 +121,43 @@ def check_gradients(s: Subject) -> str:
     return f"all {len(trainable)} trainable parameters get gradients"
 
 
+def check_feature_map(s: Subject) -> str:
+    """With `has_feature_map`: forward_feature_map gives a finite [B, C, h, w] map that tiles the input, with gradients."""
+    backbone = s.backbone
+    if not getattr(backbone, "has_feature_map", False):
+        raise CheckSkipped("has_feature_map is false: no feature map declared (hubtl pretrain's masked_autoencoder needs one)")
+    batch = backbone.preprocessor(train=False)(list(s.examples[:2]))
+    backbone.eval()
+    with torch.no_grad():
+        fmap = backbone.forward_feature_map(batch)
+    _require(isinstance(fmap, torch.Tensor), f"forward_feature_map returned a {type(fmap).__name__}, not a Tensor.")
+    _require(
+        fmap.ndim == 4 and fmap.shape[0] == len(s.examples[:2]) and min(fmap.shape[1:]) >= 1,
+        f"forward_feature_map gave shape {tuple(fmap.shape)} for {len(s.examples[:2])} examples; return "
+        "[batch, channels, height, width] (a vision transformer's tokens laid out on their grid).",
+    )
+    _require(bool(torch.isfinite(fmap).all()), "forward_feature_map gave non-finite values.")
+    pixels = batch.get("pixel_values")
+    stride = None
+    if isinstance(pixels, torch.Tensor) and pixels.ndim == 4:
+        height, width = pixels.shape[2:]
+        stride = height // fmap.shape[2]
+        _require(
+            stride >= 1 and fmap.shape[2] * stride == height and fmap.shape[3] * stride == width,
+            f"the {fmap.shape[2]}x{fmap.shape[3]} feature map does not tile the {height}x{width} input with one "
+            "stride; a decoder cannot map it back to pixels.",
+        )
+    backbone.train()
+    trained = backbone.forward_feature_map(batch)
+    _require(trained.requires_grad, "forward_feature_map detaches its output in train mode (torch.no_grad, .detach()).")
+    trained.float().sum().backward()
+    reached = sum(1 for p in backbone.parameters() if p.requires_grad and p.grad is not None)
+    backbone.zero_grad(set_to_none=True)
+    backbone.eval()
+    _require(reached > 0, "no parameter gets a gradient from forward_feature_map.")
+    return f"[{', '.join(map(str, fmap.shape))}] map" + (f", stride {stride}" if stride else "") + f", gradients reach {reached} parameters"
+
+
 def check_layer_groups(s: Subject) -> str:
     """layer_groups() holds every parameter exactly once, in non-empty groups ordered from input to output."""
     groups = s.backbone.layer_groups()

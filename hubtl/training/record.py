@@ -91,5 +91,8 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         "world_size": trainer.accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision,
         "versions": library_versions(),
-        **trainer.objective.summary(),
+        # a backbone written by `hubtl pretrain` (hubtl-pretrained:...): the chain base model -> it -> this model
+        "pretrained_from": getattr(getattr(trainer.model, "backbone", None), "pretrained_from", None),
+        **trainer.train_objective.summary(),
+        **getattr(trainer, "extra_summary", {}),
     }

@@ -115,9 +115,7 @@ class Trainer:
         with self._phase("model", f"Building {cfg.backbone}"):
             self.model = self._build_model()
         self.use_cache = self._use_feature_cache()
-        self.objective = self.strategy.objective(self.model, self.data, cfg, self.accelerator) or Objective(
-            self.task, self.data.train
-        )
+        self.train_objective = self._training_objective()
         self._build_loop()
         if resume_dir is not None:
             self._resume(resume_dir)
@@ -189,8 +187,8 @@ class Trainer:
         cfg = self.cfg
         if self._given_data is not None:
             return self._given_data
-        plugin_name, _ = split_backbone_name(cfg.backbone)
-        modality = get_plugin(plugin_name).modality
+        plugin_name, model_name = split_backbone_name(cfg.backbone)
+        modality = get_plugin(plugin_name).modality_of(model_name)
         data = main_process_first(
             self.accelerator,
             lambda: load_transfer_data(
@@ -239,9 +237,8 @@ class Trainer:
             train_collate = eval_collate = feature_collate
             workers = 0
         else:
-            train_set, eval_set, module = self.objective.train_dataset, self.data.eval, self.model
-            train_collate = self.objective.collate(self.model.preprocessor(train=cfg.augment), cfg.task)
-            eval_collate = make_collate(self.model.preprocessor(train=False), cfg.task)
+            module = self.model
+            train_set, eval_set, train_collate, eval_collate = self._datasets_and_collates()
             workers = self._num_workers()
         generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
         train_loader = DataLoader(
@@ -252,7 +249,7 @@ class Trainer:
             eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers,
             generator=torch.Generator().manual_seed(cfg.seed),  # evaluating never draws from the training RNG
         )
-        groups = self.strategy.param_groups(self.model, cfg)
+        groups = self._param_groups()
         if self.use_cache:
             head_params = {id(p) for p in self.model.head.parameters()}
             groups = [g for g in groups if all(id(p) in head_params for p in g["params"])]
@@ -293,6 +290,28 @@ class Trainer:
         self._log(f"Features of the {split} split ({len(dataset)} examples): {where}.")
         return found.dataset
 
+    # Hooks a run with another objective overrides (hubtl.pretraining.PretrainingTrainer); the loop stays this one.
+
+    def _training_objective(self) -> Objective:
+        """What the loop minimises: the strategy's objective (e.g. distillation), else the task's loss on the labels."""
+        found = self.strategy.objective(self.model, self.data, self.cfg, self.accelerator)
+        return found or Objective(self.task, self.data.train)
+
+    def _datasets_and_collates(self) -> tuple[Any, Any, Any, Any]:
+        """(train set, eval set, train collate_fn, eval collate_fn) the DataLoaders read; collates give (batch, targets)."""
+        cfg = self.cfg
+        train_collate = self.train_objective.collate(self.model.preprocessor(train=cfg.augment), cfg.task)
+        eval_collate = make_collate(self.model.preprocessor(train=False), cfg.task)
+        return self.train_objective.train_dataset, self.data.eval, train_collate, eval_collate
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (the strategy's)."""
+        return self.strategy.param_groups(self.model, self.cfg)
+
+    def _loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch: the training objective's (the task's loss on the labels by default)."""
+        return self.train_objective.loss(self.module, batch, targets)
+
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""
         if self.cfg.dataloader_num_workers is not None:
@@ -331,7 +350,7 @@ class Trainer:
                 )
                 for batch, targets in loader:
                     with acc.accumulate(self.module):
-                        loss = self.objective.loss(self.module, batch, targets)
+                        loss = self._loss(batch, targets)
                         acc.backward(loss)
                         if acc.sync_gradients:
                             for p in frozen:
@@ -536,32 +555,37 @@ class Trainer:
 
     def _finish(self, runtime: float) -> TrainResult:
         """Load the best weights, save the model with its training record and card, push if asked."""
-        acc, cfg, state = self.accelerator, self.cfg, self.state
+        acc, state = self.accelerator, self.state
         acc.wait_for_everyone()
         self.checkpoints.load_best(self.model, state.best_epoch)
         self.strategy.before_save(self.model)
         results = state.best_results or (dict(state.history[-1]) if state.history else {})
         if self.main:
-            from ..cards import write_model_card
-
-            with self._phase("save", "Saving the model, its training record and its card"):
-                self.model.to("cpu")
-                with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(self.model.state_dict())):
-                    self.model.save_pretrained(self.output_dir)
-                self.results = results
-                self.objective.finish(self.model)
-                self._write_record(("metrics", "eval_results", "summary"), runtime)
-                with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
-                    write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
-            self._log(f"Saved the fine-tuned model to {self.output_dir}. {kept_epoch_message(self.state, self.metric)}")
-            if cfg.push_to_hub:
-                from ..hub.push import push_output_dir
-
-                # the card was written above for this repo ID: pushed as it is, not rendered again
-                url = push_output_dir(self.output_dir, cfg.push_to_hub, private=cfg.hub_private_repo, render_card=False)
-                self._log(f"Pushed to {url}.")
+            self.results = results
+            self._save_output(runtime)
         acc.wait_for_everyone()
         return TrainResult(self.output_dir, results, state.history)
+
+    def _save_output(self, runtime: float) -> None:
+        """The main process's final save: the model, its training record and card, then the push if asked."""
+        from ..cards import write_model_card
+
+        cfg = self.cfg
+        with self._phase("save", "Saving the model, its training record and its card"):
+            self.model.to("cpu")
+            with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(self.model.state_dict())):
+                self.model.save_pretrained(self.output_dir)
+            self.train_objective.finish(self.model)
+            self._write_record(("metrics", "eval_results", "summary"), runtime)
+            with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
+                write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
+        self._log(f"Saved the fine-tuned model to {self.output_dir}. {kept_epoch_message(self.state, self.metric)}")
+        if cfg.push_to_hub:
+            from ..hub.push import push_output_dir
+
+            # the card was written above for this repo ID: pushed as it is, not rendered again
+            url = push_output_dir(self.output_dir, cfg.push_to_hub, private=cfg.hub_private_repo, render_card=False)
+            self._log(f"Pushed to {url}.")
 
     def _write_record(self, parts: tuple[str, ...], runtime: float | None = None) -> None:
         """Write parts of the training record (training/*.json, metrics.jsonl) atomically."""

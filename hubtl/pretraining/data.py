@@ -1,0 +1,90 @@
+"""Pre-training batches: texts tokenized (and packed into blocks) for masked language modelling, images as pixels.
+
+Each collate_fn gives the trainer's `(batch, targets)` pair: for MLM the batch of transformers'
+`DataCollatorForLanguageModeling` (masked `input_ids`, `labels`), for images the backbone's pixel values
+(the reconstruction target is the batch itself).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TokenBlocks(Dataset):
+    """Tokenized examples (dicts of token lists) for the MLM collator; the second item is a placeholder target."""
+
+    def __init__(self, examples: list[dict[str, list[int]]]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, list[int]], int]:
+        return self.examples[index], 0
+
+
+def tokenize_texts(
+    texts: Sequence[str], tokenizer: Any, max_seq_length: int, line_by_line: bool, whole_word_mask: bool
+) -> TokenBlocks:
+    """Tokenize texts; unless `line_by_line`, concatenate them and cut into `max_seq_length` blocks (as run_mlm.py)."""
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    options: dict[str, Any] = {"return_special_tokens_mask": True, "return_offsets_mapping": whole_word_mask and fast}
+    if line_by_line:
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_seq_length, **options)
+        keys = list(encoded.keys())
+        return TokenBlocks([{k: list(encoded[k][i]) for k in keys} for i in range(len(texts))])
+    encoded = tokenizer(list(texts), **options)
+    keys = list(encoded.keys())
+    joined = {k: list(itertools.chain.from_iterable(encoded[k])) for k in keys}
+    total = len(joined["input_ids"])
+    usable = (total // max_seq_length) * max_seq_length if total >= max_seq_length else total
+    blocks = [{k: joined[k][start : start + max_seq_length] for k in keys} for start in range(0, usable, max_seq_length)]
+    return TokenBlocks(blocks)
+
+
+class MLMCollate:
+    """transformers' DataCollatorForLanguageModeling giving (batch, labels); `seed` fixes the masks (evaluation)."""
+
+    def __init__(self, tokenizer: Any, mlm_probability: float, whole_word_mask: bool, seed: int | None = None) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        self.collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, seed=seed
+        )
+
+    def reset(self) -> None:
+        """Draw the same masks again from the next batch on (with a seed: every evaluation masks the same tokens)."""
+        self.collator.generator = None
+
+    def __call__(self, examples: list[tuple[dict[str, list[int]], int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        features = [example for example, _ in examples]
+        if "offset_mapping" in features[0]:  # whole-word masking: the tokenizer pads every key but this one
+            longest = max(len(f["input_ids"]) for f in features)
+            pad = [(0, 0)] * longest
+            right = getattr(self.collator.tokenizer, "padding_side", "right") == "right"
+            features = [
+                {**f, "offset_mapping": (list(f["offset_mapping"]) + pad)[:longest] if right
+                 else (pad + list(f["offset_mapping"]))[-longest:]}
+                for f in features
+            ]  # fmt: skip
+        batch = self.collator(features)
+        return dict(batch), batch["labels"]
+
+
+class ImageCollate:
+    """The backbone's image preprocessor giving (pixel batch, pixel values): reconstruction targets are the inputs."""
+
+    def __init__(self, preprocessor: Any) -> None:
+        self.preprocessor = preprocessor
+
+    def reset(self) -> None:
+        """Nothing to reset: image masks and noise are drawn by the objective."""
+
+    def __call__(self, examples: list[tuple[Any, Any]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        batch = self.preprocessor([raw for raw, _ in examples])
+        return batch, batch["pixel_values"]
