@@ -14,9 +14,10 @@ contributes the soft loss only.
 The teacher runs in eval mode under `inference_mode` and the student's mixed precision, on every process
 (replicated, never wrapped for training). Its outputs are cached like backbone features: when its
 preprocessing is deterministic (and `feature_cache` is on), they are computed once per example at the start
-of the run, sharded over the processes and gathered on all of them, and stored in the training dataset
-beside the labels. They are not saved in checkpoints: a resumed run computes them again, deterministically,
-from the same teacher and examples before it loads the checkpoint. Otherwise the teacher runs on each batch.
+of the run, sharded over the processes and gathered on all of them, kept in the persistent feature store
+(keyed by the teacher's weights, preprocessing and the inputs, so a later run or a resume reads them back
+instead of running the teacher) and held in the training dataset beside the labels. Otherwise the teacher
+runs on each batch.
 
 `init_from_teacher` (every_other | first_k | [i, j, ...]) copies the teacher's embeddings and the chosen
 layers of its fine-tuned encoder into the student, through the backbone's `transfer_layers()` hook.
@@ -211,6 +212,33 @@ def teacher_outputs(
     return torch.cat(outputs), torch.cat(gathered_targets) if targets else None
 
 
+def _stored_teacher_outputs(
+    accelerator: Any, teacher: nn.Module, dataset: DistillationDataset, preprocess: Any, batch_size: int,
+    config: TrainingConfig,
+) -> tuple[torch.Tensor, str]:  # fmt: skip
+    """The teacher's outputs for every training example: from the feature store when a run computed them before.
+
+    Keyed by the teacher's weights, spec, task and labels, its preprocessing, the labeled and unlabeled inputs
+    and the autocast dtype; computed (and stored) when the inputs cannot be fingerprinted too, never stale.
+    """
+    from .features import cached_outputs, weights_fingerprint
+
+    def compute() -> torch.Tensor:
+        return teacher_outputs(accelerator, teacher, _Inputs(dataset), preprocess, batch_size, config.seed)[0]
+
+    parts_of_inputs = [dataset.labeled, *([dataset.unlabeled] if dataset.unlabeled is not None else [])]
+    if not all(hasattr(part, "input_fingerprint") for part in parts_of_inputs):
+        return compute(), "memory"
+    parts = {
+        "kind": "teacher_outputs", "weights": weights_fingerprint(teacher), "spec": teacher.backbone.spec(),
+        "task": teacher.task, "labels": teacher.labels, "preprocess": [type(preprocess).__qualname__, preprocess.config()],
+        "inputs": [part.input_fingerprint() for part in parts_of_inputs], "precision": accelerator.mixed_precision,
+    }  # fmt: skip
+    describe = {"backbone": f"teacher {_teacher_name(str(config.teacher))}", "dataset": config.dataset.source,
+                "split": "train + unlabeled" if dataset.unlabeled is not None else "train"}  # fmt: skip
+    return cached_outputs(accelerator, parts, compute, describe)
+
+
 class _InputCollate:
     """Preprocess raw inputs; a dummy target keeps the (batch, target) shape gather_for_metrics expects."""
 
@@ -329,10 +357,15 @@ class Distillation(Objective):
 
         teacher_preprocess = teacher.preprocessor(train=False)
         self.cached = bool(config.feature_cache and teacher_preprocess.deterministic)
+        self.teacher_outputs_from: str | None = None
         batch = config.per_device_eval_batch_size
         if self.cached:
-            _log(accelerator, f"Computing the teacher's outputs on {len(dataset)} training examples once (cached).")
-            dataset.teacher = teacher_outputs(accelerator, self.teacher, _Inputs(dataset), teacher_preprocess, batch, config.seed)[0]
+            dataset.teacher, self.teacher_outputs_from = _stored_teacher_outputs(
+                accelerator, self.teacher, dataset, teacher_preprocess, batch, config
+            )
+            where = {"cache": "read from the feature cache (computed by an earlier run)",
+                     "computed": "computed once and stored in the feature cache"}.get(self.teacher_outputs_from, "computed once")
+            _log(accelerator, f"The teacher's outputs on {len(dataset)} training examples: {where}.")
         else:
             why = "feature_cache: false" if not config.feature_cache else "its preprocessing is random"
             _log(accelerator, f"The teacher runs on every training batch ({why}).")
@@ -386,6 +419,7 @@ class Distillation(Objective):
                 "unlabeled_examples": self.num_unlabeled,
                 "unlabeled_source": self.unlabeled_source,
                 "teacher_outputs_cached": self.cached,
+                "teacher_outputs_from": self.teacher_outputs_from,
                 "teacher_results": self.teacher_results,
                 "teacher_parameters": self.teacher_parameters,
                 "teacher_base_model": getattr(self.teacher.backbone, "base_model", None),

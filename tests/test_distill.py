@@ -207,7 +207,12 @@ def test_cached_and_uncached_teacher_outputs_give_the_same_training(root: Path, 
     caplog.set_level("INFO", logger="hubtl")
     cached, uncached = root / "cached", root / "uncached"
     train(_student(root, bert4, teacher, cached))
-    assert "Computing the teacher's outputs on 80 training examples once (cached)" in caplog.text
+    assert "The teacher's outputs on 80 training examples: computed once and stored in the feature cache" in caplog.text
+    caplog.clear()
+    again = root / "cached-again"  # a second run reads the stored outputs and trains alike
+    train(_student(root, bert4, teacher, again))
+    assert "The teacher's outputs on 80 training examples: read from the feature cache" in caplog.text
+    assert _max_difference(cached, again) == 0.0
     train(_student(root, bert4, teacher, uncached, feature_cache=False))
     assert "The teacher runs on every training batch (feature_cache: false)" in caplog.text
     # The same training up to float32 noise: the cache ran the teacher on other batches (other padding lengths) than

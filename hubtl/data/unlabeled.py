@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import logging
 import numbers
 import os
@@ -34,6 +35,7 @@ from .dataset import (
     _carve,
     _check_text_column,
     _input_column,
+    _input_digest,
     _prepare_image_column,
     _readable,
     _require_column,
@@ -61,6 +63,15 @@ class UnlabeledDataset(TorchDataset):
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """A whole batch with one Arrow read."""
         return list(self.source[[int(i) for i in indices]][self.column])
+
+    def input_fingerprint(self) -> str:
+        """A digest of the raw inputs in order (as `TransferDataset.input_fingerprint`), for the feature cache."""
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(f"{len(self.source)}:{self.column}".encode())
+        for start in range(0, len(self.source), 4096):
+            for value in self.source[start : start + 4096][self.column]:
+                digest.update(_input_digest(value))
+        return digest.hexdigest()
 
 
 def has_unlabeled(cfg: DatasetConfig) -> bool:

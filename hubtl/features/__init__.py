@@ -3,7 +3,7 @@
 Used by linear probes (`hubtl train`, through `training/feature_cache.py`) and by `hubtl rank`.
 """
 
-from .compute import FeatureDataset, Features, backbone_features, feature_key, weights_fingerprint
+from .compute import FeatureDataset, Features, backbone_features, cached_outputs, feature_key, weights_fingerprint
 from .store import CacheEntry, FeatureStore, StoredFeatures, cache_root
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "StoredFeatures",
     "backbone_features",
     "cache_root",
+    "cached_outputs",
     "feature_key",
     "weights_fingerprint",
 ]

@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,35 @@ def backbone_features(
 
     everything = torch.cat(gather_object([shard])) if accelerator.num_processes > 1 else shard
     return Features(FeatureDataset(everything, dataset.targets), "memory")
+
+
+def cached_outputs(
+    accelerator: Any, parts: dict[str, Any], compute: Callable[[], torch.Tensor], describe: dict[str, Any]
+) -> tuple[torch.Tensor, str]:  # fmt: skip
+    """Outputs of a deterministic computation over examples (e.g. a teacher's logits), kept in the feature store.
+
+    `parts` names everything the outputs depend on (weights digest, preprocessing, input fingerprints, ...);
+    `compute` returns them on every process. Returns the outputs and 'cache' or 'computed' ('memory' when the
+    store could not be written, and on the other processes).
+    """
+    key = hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=20).hexdigest()
+    store = FeatureStore()
+    stored = store.get(key)
+    if stored is not None:
+        return torch.from_numpy(stored.numpy().copy()), "cache"
+    outputs = compute()
+    if not accelerator.is_main_process:
+        return outputs, "memory"
+    staging = store.staging(key, uuid.uuid4().hex[:12])
+    try:
+        store.write_shard(staging, 0, 1, outputs.reshape(len(outputs), -1))
+        store.commit(staging, key, 1, describe)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        logger.warning("Could not store outputs in the feature cache (%s); free space there or point HUBTL_CACHE "
+                       "at another folder.", err)  # fmt: skip
+        return outputs, "memory"
+    return outputs, "computed"
 
 
 def _rank_slice(n: int, rank: int, world: int) -> range:
