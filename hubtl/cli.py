@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import ConfigError, HubtlError
 
@@ -143,6 +144,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _hub_serve(args: argparse.Namespace) -> int:
     """Run the self-hosted Hub server; print one line (and write --ready-file) once it accepts requests."""
+    import signal
     import socket
     from pathlib import Path
 
@@ -174,21 +176,31 @@ def _hub_serve(args: argparse.Namespace) -> int:
         print(f"hubtl hub ready at {url}, serving {Path(args.root).resolve()}; clients: {hint}", flush=True)
 
     class AnnouncingServer(uvicorn.Server):
-        """uvicorn's server, announcing itself once it accepts requests."""
+        """uvicorn's server, announcing itself once it accepts requests and remembering the signal that stopped it."""
+
+        stopped_by: int | None = None
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
                 announce()
 
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = self.stopped_by or sig
+            super().handle_exit(sig, frame)
+
     app = create_app(args.root, args.token)
+    server = AnnouncingServer(uvicorn.Config(app, log_level="info"))
     try:
-        AnnouncingServer(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for (or it came before uvicorn listened)
+        server.stopped_by = server.stopped_by or signal.SIGINT
     finally:
         sock.close()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)  # the server no longer accepts requests
-    return 0
+    # 128 + the signal, as a shell reports it, whether or not the re-raised signal reached Python in time
+    return 128 + server.stopped_by if server.stopped_by else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
