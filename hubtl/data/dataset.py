@@ -134,16 +134,7 @@ def load_transfer_data(
 
     skipped: list[str] = []
     if modality == "image":
-        train_keep, train_bad = _readable(train_ds, column, train_idx, "check train images" if progress else None)
-        eval_keep, eval_bad = _readable(eval_ds, column, eval_idx, "check eval images" if progress else None)
-        skipped = train_bad + eval_bad
-        if skipped and strict:
-            raise DataError(
-                f"{len(skipped)} file(s) are not readable images: {preview(skipped, 20)}. "
-                "Remove or replace them, or run without strict to skip them."
-            )
-        if skipped:
-            logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
+        train_keep, eval_keep, skipped = _readable_images(train_ds, eval_ds, column, train_idx, eval_idx, strict, progress)
         train_idx, train_targets = train_idx[train_keep], train_targets[torch.from_numpy(train_keep)]
         eval_idx, eval_targets = eval_idx[eval_keep], eval_targets[torch.from_numpy(eval_keep)]
 
@@ -161,6 +152,25 @@ def load_transfer_data(
         modality=modality,
         skipped=skipped,
     )
+
+
+def _readable_images(
+    train_ds: datasets.Dataset, eval_ds: datasets.Dataset, column: str, train_idx: np.ndarray, eval_idx: np.ndarray,
+    strict: bool, progress: bool,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+    """Which train and eval rows hold readable images (boolean masks) and the files that do not; `strict` makes
+    any unreadable file a DataError, else they are skipped with a warning."""
+    train_keep, train_bad = _readable(train_ds, column, train_idx, "check train images" if progress else None)
+    eval_keep, eval_bad = _readable(eval_ds, column, eval_idx, "check eval images" if progress else None)
+    skipped = train_bad + eval_bad
+    if skipped and strict:
+        raise DataError(
+            f"{len(skipped)} file(s) are not readable images: {preview(skipped, 20)}. "
+            "Remove or replace them, or run without strict to skip them."
+        )
+    if skipped:
+        logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
+    return train_keep, eval_keep, skipped
 
 
 class _Collate:

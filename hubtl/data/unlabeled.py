@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import logging
 import numbers
 import os
 from collections.abc import Sequence
@@ -26,7 +25,6 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..backbones.base import MODALITIES
 from ..errors import ConfigError, DataError
-from ..labels import preview
 from .config import DatasetConfig
 from .dataset import (
     TransferData,
@@ -37,12 +35,10 @@ from .dataset import (
     _input_column,
     _input_digest,
     _prepare_image_column,
-    _readable,
+    _readable_images,
     _require_column,
 )
 from .sources import SUPPORTED, _load_local, _resolve_data_files, load_splits, pick_splits
-
-logger = logging.getLogger("hubtl")
 
 
 class UnlabeledDataset(TorchDataset):
@@ -180,16 +176,7 @@ def load_unlabeled_data(
     eval_idx, _ = _cap(eval_idx, torch.zeros(len(eval_idx)), cfg.max_eval_samples, seed)
     skipped: list[str] = []
     if modality == "image":
-        train_keep, train_bad = _readable(train_ds, column, train_idx, "check train images" if progress else None)
-        eval_keep, eval_bad = _readable(eval_ds, column, eval_idx, "check eval images" if progress else None)
-        skipped = train_bad + eval_bad
-        if skipped and strict:
-            raise DataError(
-                f"{len(skipped)} file(s) are not readable images: {preview(skipped, 20)}. "
-                "Remove or replace them, or run without strict to skip them."
-            )
-        if skipped:
-            logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
+        train_keep, eval_keep, skipped = _readable_images(train_ds, eval_ds, column, train_idx, eval_idx, strict, progress)
         train_idx, eval_idx = train_idx[train_keep], eval_idx[eval_keep]
     for split, idx in ((cfg.train_split, train_idx), (eval_name, eval_idx)):
         if len(idx) == 0:
