@@ -6,14 +6,9 @@ and `hubtl pretrain` run the same code.
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import time
 
-from .errors import HubtlError
-
-logger = logging.getLogger("hubtl")
+from .training.processes import run_command
 
 USAGE = """usage: hubtl pretrain CONFIG.yaml [--key value ...] [--resume]
        accelerate launch -m hubtl.pretrain CONFIG.yaml [--key value ...]
@@ -33,23 +28,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{USAGE}\n\n{config_help(PretrainingConfig)}", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        logger.setLevel(logging.INFO)
-    try:
+    def body() -> int:
         from .pretraining import pretrain
 
-        result = pretrain(argv[0], argv[1:])
-    except HubtlError as err:
-        if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one message, from the main process
-            print(f"hubtl: error: {err}", file=sys.stderr)
-        else:  # the launcher stops every process when the first exits: let the main one print its message first
-            time.sleep(2.0)
-        return 2
-    except KeyboardInterrupt:
-        print("hubtl: interrupted.", file=sys.stderr)
-        return 130
-    return 130 if result.interrupted else 0
+        return 130 if pretrain(argv[0], argv[1:]).interrupted else 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

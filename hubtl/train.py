@@ -6,17 +6,12 @@ and `hubtl train` run the same code.
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import time
 
-from .errors import HubtlError
 from .training import Trainer, TrainResult, train
+from .training.processes import run_command
 
 __all__ = ["TrainResult", "Trainer", "main", "train"]
-
-logger = logging.getLogger("hubtl")
 
 USAGE = """usage: hubtl train CONFIG.yaml [--key value ...] [--resume]
        accelerate launch -m hubtl.train CONFIG.yaml [--key value ...]
@@ -33,21 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{USAGE}\n\n{config_help()}", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        logger.setLevel(logging.INFO)
-    try:
-        result = train(argv[0], argv[1:])
-    except HubtlError as err:
-        if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one message, from the main process
-            print(f"hubtl: error: {err}", file=sys.stderr)
-        else:  # the launcher stops every process when the first exits: let the main one print its message first
-            time.sleep(2.0)
-        return 2
-    except KeyboardInterrupt:  # before training started (or a second Ctrl-C while finishing)
-        print("hubtl: interrupted.", file=sys.stderr)
-        return 130
-    return 130 if result.interrupted else 0
+    return run_command(lambda: 130 if train(argv[0], argv[1:]).interrupted else 0)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import time
 
-from ..errors import HubtlError
+from ..training.processes import is_main_launch_process, run_command
 from .scores import SCORES
 
 USAGE = """usage: hubtl rank CONFIG.yaml [--candidates A B C ...] [--metric logme|knn|linear|all] [--top K --train]
@@ -40,29 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         descriptions = "\n".join(f"  {name}: {meaning}" for name, (_, meaning) in SCORES.items())
         print(f"{USAGE}\n\nmetrics:\n{descriptions}", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        logging.getLogger("hubtl").setLevel(logging.INFO)
     args, overrides = build_parser().parse_known_args(argv)
-    from .run import rank
 
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    try:
-        result = rank(
-            args.config, args.candidates, args.metric, top=args.top, train=args.train, overrides=overrides
-        )
-    except HubtlError as err:
-        if main_process:
-            print(f"hubtl: error: {err}", file=sys.stderr)
-        else:  # let the main process print its message before the launcher stops everyone
-            time.sleep(2.0)
-        return 2
-    except KeyboardInterrupt:
-        print("hubtl: interrupted.", file=sys.stderr)
-        return 130
-    if main_process:
-        print(result.table())
-    return 0
+    def body() -> int:
+        from .run import rank
+
+        result = rank(args.config, args.candidates, args.metric, top=args.top, train=args.train, overrides=overrides)
+        if is_main_launch_process():
+            print(result.table())
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

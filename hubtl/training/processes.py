@@ -1,7 +1,12 @@
-"""Coordinating a run's processes: work on the main process first, with its failure sent to all the others."""
+"""Coordinating a run's processes: work on the main process first, with its failure sent to all the others; the
+exit of a command-line run (one error message, from the main process)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,3 +41,30 @@ def main_process_first(accelerator: Any, load: Callable[[], T]) -> T:
         result = load()
     accelerator.wait_for_everyone()
     return result  # type: ignore[return-value]
+
+
+def is_main_launch_process() -> bool:
+    """Whether this is the main process of an `accelerate launch` (or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Run a command-line entry point (`hubtl.train`, `hubtl.pretrain`, `hubtl.ranking`) and return its exit status.
+
+    Logs go to stderr at INFO unless logging is configured; a HubtlError prints one line, from the main process
+    only (exit 2); Ctrl-C before the run could save anything exits 130.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        logging.getLogger("hubtl").setLevel(logging.INFO)
+    try:
+        return body()
+    except HubtlError as err:
+        if is_main_launch_process():  # under `accelerate launch`, one message, from the main process
+            print(f"hubtl: error: {err}", file=sys.stderr)
+        else:  # the launcher stops every process when the first exits: let the main one print its message first
+            time.sleep(2.0)
+        return 2
+    except KeyboardInterrupt:  # before the run started (or a second Ctrl-C while finishing)
+        print("hubtl: interrupted.", file=sys.stderr)
+        return 130
