@@ -90,6 +90,11 @@ def feature_key(backbone: nn.Module, preprocess: Any, dataset: Any, precision: s
         "inputs": fingerprint(),
         "precision": precision,
     }
+    return _key(parts)
+
+
+def _key(parts: dict[str, Any]) -> str:
+    """The store key of everything a set of stored outputs depends on."""
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=20).hexdigest()
 
 
@@ -130,7 +135,7 @@ def cached_outputs(
     `compute` returns them on every process. Returns the outputs and 'cache' or 'computed' ('memory' when the
     store could not be written, and on the other processes).
     """
-    key = hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=20).hexdigest()
+    key = _key(parts)
     store = FeatureStore()
     stored = store.get(key)
     if stored is not None:
