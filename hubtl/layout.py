@@ -330,12 +330,28 @@ def parse_state_dict_versions(text: Any, where: str) -> OrderedDict[str, dict[st
     return versions
 
 
-def save_weights(module: Any, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write a module's weights as safetensors, with its state-dict versions in the file's metadata."""
-    from safetensors.torch import save_model
+def save_weights(
+    module: Any, path: str | os.PathLike, metadata: dict[str, str] | None = None, state_dict: Mapping[str, Any] | None = None
+) -> None:
+    """Write a module's weights as safetensors, with its state-dict versions in the file's metadata.
+
+    `state_dict` gives the tensors when the module's own are sharded (FSDP gathers them for the main process);
+    names the module ties to one parameter are stored once, as safetensors' `save_model` does.
+    """
+    from safetensors.torch import save_file, save_model
 
     versions = json.dumps(state_dict_versions(module.state_dict()), separators=(",", ":"))
-    save_model(module, str(path), metadata={**(metadata or {}), STATE_DICT_VERSIONS_KEY: versions})
+    metadata = {**(metadata or {}), STATE_DICT_VERSIONS_KEY: versions}
+    if state_dict is None:
+        save_model(module, str(path), metadata=metadata)
+        return
+    seen: set[int] = set()
+    tied = set()
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            tied.add(name)
+        seen.add(id(param))
+    save_file({k: v.detach().contiguous() for k, v in state_dict.items() if k not in tied}, str(path), metadata=metadata)
 
 
 def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], built_by: str) -> str | None:

@@ -156,8 +156,11 @@ class TransferModel(nn.Module):
             "preprocessing": self.preprocessor(train=False).config(),
         }
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and backbone/ files atomically; other files there are kept."""
+    def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict[str, Any] | None = None) -> Path:
+        """Write config.json, model.safetensors and backbone/ files atomically; other files there are kept.
+
+        `state_dict` replaces the module's own tensors (as in transformers), e.g. the full weights FSDP gathered.
+        """
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -166,7 +169,7 @@ class TransferModel(nn.Module):
             config = self.config()
             self.backbone.save_files(staging / BACKBONE_DIR)
             # with the state dict's per-module versions, which some modules' loading code needs
-            save_weights(self, staging / WEIGHTS_NAME, metadata={"format": "pt", "library": "hubtl"})
+            save_weights(self, staging / WEIGHTS_NAME, metadata={"format": "pt", "library": "hubtl"}, state_dict=state_dict)
             (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             _move_into(staging, target)
         finally:

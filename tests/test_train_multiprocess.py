@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -72,15 +73,23 @@ def config(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _launch(config: Path, out: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+DDP = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+# FSDP2 through Accelerate, each BertLayer (a layer group of the backbone) one unit; on CPU over gloo
+FSDP = ["--use_fsdp", "--fsdp_version", "2", "--num_processes", "2", "--num_machines", "1",
+        "--fsdp_state_dict_type", "SHARDED_STATE_DICT"]
+
+
+def _launch(config: Path, out: Path, *overrides: str, check: bool = True, launch: list[str] = DDP,
+            port: int | None = None, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        sys.executable, "-m", "accelerate.commands.launch", *launch, "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(port or _free_port()),
         "-m", "hubtl.train", str(config), "--output_dir", str(out), *overrides,
     ]
     # GPUs hidden: on a machine with one GPU, Accelerate's barrier would still address cuda:<rank> (seen on an H200)
     env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if check is False:
         return done
@@ -94,16 +103,43 @@ def _metrics(out: Path) -> list[dict]:
     return [row for row in rows if row.get("kind", "epoch") == "epoch"]
 
 
-def test_two_processes_reach_the_same_evaluation_as_one(config: Path, tiny_bert_dir: Path) -> None:
-    from transformers import BertModel
-
-    one, two = config.parent / "one-process", config.parent / "two-processes"
+@pytest.fixture(scope="module")
+def one_process(config: Path) -> tuple[Path, dict]:
+    """The single-process run every multi-process run is compared with: its output dir and final evaluation."""
+    one = config.parent / "one-process"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each launched process
     try:
         single = train(config, ["--output_dir", str(one)])
     finally:
         torch.set_num_threads(threads)
+    return one, single.eval_results
+
+
+def _assert_same_run(one: Path, other: Path, world_size: int = 2, atol: float = 1e-4) -> None:
+    """Same steps, exact evaluation and metrics within `atol`, final weights within `atol`, same saved format."""
+    assert json.loads((other / "training" / "summary.json").read_text())["world_size"] == world_size
+    m1, m2 = _metrics(one), _metrics(other)
+    assert [r["step"] for r in m1] == [r["step"] for r in m2] == [6, 12, 18]
+    for a, b in zip(m1, m2, strict=True):
+        assert a["eval_samples"] == b["eval_samples"] == 16
+        assert a["eval_accuracy"] == b["eval_accuracy"]
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=atol)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=atol)
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(other / "model.safetensors"))
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=0, atol=atol, msg=key)
+    c1, c2 = json.loads((one / "config.json").read_text()), json.loads((other / "config.json").read_text())
+    assert c1 == c2
+    assert sorted(p.name for p in (one / "backbone").iterdir()) == sorted(p.name for p in (other / "backbone").iterdir())
+
+
+def test_two_processes_reach_the_same_evaluation_as_one(config: Path, tiny_bert_dir: Path, one_process) -> None:
+    from transformers import BertModel
+
+    one, single = one_process
+    two = config.parent / "two-processes"
     _launch(config, two, "--per_device_train_batch_size", "4")
 
     assert json.loads((two / "training" / "summary.json").read_text())["world_size"] == 2
@@ -117,7 +153,7 @@ def test_two_processes_reach_the_same_evaluation_as_one(config: Path, tiny_bert_
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
     r1 = json.loads((one / "training" / "eval_results.json").read_text())
     r2 = json.loads((two / "training" / "eval_results.json").read_text())
-    assert r1["eval_accuracy"] == r2["eval_accuracy"] == single.eval_results["eval_accuracy"]
+    assert r1["eval_accuracy"] == r2["eval_accuracy"] == single["eval_accuracy"]
     assert r1["eval_confusion_matrix"] == r2["eval_confusion_matrix"]
     # Final weights agree to float32 reduction-order noise (gradients are averaged over 2 x 4 instead of 8;
     # Adam turns the ~0 gradients of attention key biases into small noise), far below what training moved.
@@ -128,6 +164,57 @@ def test_two_processes_reach_the_same_evaluation_as_one(config: Path, tiny_bert_
     initial = BertModel.from_pretrained(tiny_bert_dir).state_dict()
     moved = max((w1[f"backbone.model.{k}"] - v).abs().max().item() for k, v in initial.items() if f"backbone.model.{k}" in w1)
     assert moved > 1e-2
+
+
+def test_fsdp_on_two_processes_reaches_the_same_evaluation_as_one(config: Path, one_process) -> None:
+    """Accelerate's FSDP2 (sharded parameters, gradients and optimizer state) ends where one process does."""
+    one, _ = one_process
+    sharded = config.parent / "fsdp"
+    done = _launch(config, sharded, "--per_device_train_batch_size", "4", launch=FSDP)
+    assert "FSDP over 2 process(es); each of these modules is one unit: BertEmbeddings, BertLayer, Head." in done.stderr
+    _assert_same_run(one, sharded)
+    # checkpoints hold Accelerate's sharded state; the saved model is hubtl's format and loads in one process
+    assert (sharded / "checkpoints" / "checkpoint-18" / "pytorch_model_fsdp_0").is_dir()
+    from hubtl import TransferModel
+
+    loaded = TransferModel.from_pretrained(sharded)
+    assert loaded.predict(["a great movie"])[0]["label"] in ("pos", "neg")
+
+
+def test_fsdp_resumes_exactly_after_a_kill(config: Path) -> None:
+    """What a kill after step 9 (mid-epoch) leaves, resumed under FSDP, ends exactly as the uninterrupted run."""
+    reference, killed = config.parent / "fsdp-reference", config.parent / "fsdp-killed"
+    every = ["--per_device_train_batch_size", "4", "--save_steps", "3", "--save_total_limit", "10"]
+    _launch(config, reference, *every, launch=FSDP)
+    (killed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(reference / "checkpoints" / "checkpoint-9", killed / "checkpoints" / "checkpoint-9")
+    shutil.copytree(reference / "checkpoints" / "best", killed / "checkpoints" / "best")
+    done = _launch(config, killed, *every, "--resume_from_checkpoint", "true", launch=FSDP)
+    assert "Resumed from" in done.stderr and "at step 9" in done.stderr
+    untimed = [{k: v for k, v in row.items() if k not in ("epoch_time_s", "train_samples_per_second")} for row in _metrics(reference)]
+    assert untimed == [{k: v for k, v in row.items() if k not in ("epoch_time_s", "train_samples_per_second")}
+                       for row in _metrics(killed)]
+    w1, w2 = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) <= 1e-6
+
+
+def test_two_machines_on_localhost_reach_the_same_evaluation_as_one(config: Path, one_process) -> None:
+    """`--num_machines 2 --machine_rank R`: two launchers of one process each, meeting over localhost."""
+    one, _ = one_process
+    out, port = config.parent / "two-machines", _free_port()
+    machines = [
+        _launch(config, out, "--per_device_train_batch_size", "4", port=port, wait=False, launch=[
+            "--multi_gpu", "--num_processes", "2", "--num_machines", "2", "--machine_rank", str(rank),
+            "--main_process_ip", "127.0.0.1",
+        ])
+        for rank in (0, 1)
+    ]
+    outputs = [machine.communicate(timeout=300) for machine in machines]
+    for machine, (_, stderr) in zip(machines, outputs):
+        assert machine.returncode == 0, stderr[-3000:]
+    # only the global main process (machine 0) logs, writes the output folder and the card
+    assert "Saved the fine-tuned model" in outputs[0][1] and "Saved the fine-tuned model" not in outputs[1][1]
+    _assert_same_run(one, out)
 
 
 def test_two_processes_share_the_feature_cache(config: Path) -> None:

@@ -139,19 +139,20 @@ class Checkpoints:
         """Where the weights of the best epoch so far are kept."""
         return self.directory / BEST_DIR / f"model-epoch{epoch}.safetensors"
 
-    def save_best(self, model: nn.Module, epoch: int) -> None:
+    def save_best(self, model: nn.Module, epoch: int, state_dict: dict[str, Any] | None = None) -> None:
         """Keep the best weights so far (safetensors, written atomically) for the end of the run.
 
         One file per best epoch: the previous best is only removed once a checkpoint that records the new
         best is complete, so a run killed in between resumes with its recorded best weights still on disk.
+        `state_dict`: the full weights when the model is sharded (FSDP), gathered on the main process.
         """
         if self.main:
             best = self.directory / BEST_DIR
             target = self.best_weights(epoch)
             tmp = best / f".{target.name}.tmp"
-            with self.disk_full("the best weights", best, tensor_bytes(model.state_dict()), staging=tmp):
+            with self.disk_full("the best weights", best, tensor_bytes(state_dict or model.state_dict()), staging=tmp):
                 best.mkdir(parents=True, exist_ok=True)
-                save_weights(model, tmp)  # with the state-dict versions some modules need to load
+                save_weights(model, tmp, state_dict=state_dict)  # with the state-dict versions some modules need to load
                 os.replace(tmp, target)
         self.accelerator.wait_for_everyone()
 
@@ -163,6 +164,15 @@ class Checkpoints:
         device = self.accelerator.device
         load_weights(model, path, device="cpu" if device.type == "cpu" else str(device), built_by="the model being trained")
         return True
+
+    def best_state_dict(self, epoch: int) -> dict[str, Any]:
+        """The best epoch's full weights as a state dict on the CPU (for a sharded model's final save)."""
+        from safetensors.torch import load_file
+
+        path = self.best_weights(epoch)
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: the best weights of epoch {epoch} were not kept. Rerun with --resume.")
+        return load_file(str(path))
 
     def prune_best(self, best_epoch: int | None) -> None:
         """Remove best-weights files other than the one the latest complete checkpoint records."""

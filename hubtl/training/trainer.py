@@ -36,6 +36,7 @@ from .checkpoints import Checkpoints, TrainerState
 from .disk import tensor_bytes
 from .feature_cache import FeatureHead, cache_decision, feature_collate
 from .interrupts import StopRequests
+from .parallel import allow_fsdp_on_cpu, check_fsdp_config, full_state_dict, is_sharded, set_wrap_policy
 from .processes import main_process_first
 from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker, tracker_metrics
 
@@ -75,6 +76,7 @@ class Trainer:
         # AcceleratorState is a per-process singleton that refuses a second run with other settings
         # (e.g. mixed_precision) in the same process; the process group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
+        allow_fsdp_on_cpu()
         self.cfg = cfg = config
         self.task = get_task(cfg.task)
         self.strategy = get_strategy(cfg.strategy)
@@ -88,6 +90,7 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         )
         self.main = self.accelerator.is_main_process
+        self.sharded = is_sharded(self.accelerator)  # FSDP: `accelerate launch --use_fsdp` or an Accelerate config
         self.checkpoints = Checkpoints(self.output_dir, self.accelerator, cfg.save_total_limit)
         self.state = TrainerState()
         self.phases: dict[str, float] = {}
@@ -164,6 +167,7 @@ class Trainer:
                 f"dataset.unlabeled_split / unlabeled_files are read by strategies that train without labels (distill), "
                 f"not by {cfg.strategy}. Set strategy: distill with a teacher, or remove them."
             ))
+        checks.append(lambda: check_fsdp_config(self.accelerator, cfg.strategy))
         for check in checks:
             try:
                 check()
@@ -254,6 +258,9 @@ class Trainer:
             head_params = {id(p) for p in self.model.head.parameters()}
             groups = [g for g in groups if all(id(p) in head_params for p in g["params"])]
         optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if self.sharded:
+            units = set_wrap_policy(acc, module, [*self.model.backbone.layer_groups(), list(self.model.head.parameters())])
+            self._log(f"FSDP over {acc.num_processes} process(es); each of these modules is one unit: {', '.join(units) or 'none'}.")
         self.module, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
             module, optimizer, train_loader, eval_loader
         )
@@ -435,7 +442,7 @@ class Trainer:
         if improved or self._wins_tie(results):
             state.best_metric, state.best_epoch = results[self.metric], state.epoch
             state.best_results = {"epoch": state.epoch, **results}
-            self.checkpoints.save_best(self.model, state.epoch)
+            self.checkpoints.save_best(self.model, state.epoch, self._full_state_dict())
         self._save_checkpoint()
         if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
             self._log(f"Early stopping: {self.metric} did not improve for {state.bad_epochs} epochs.")
@@ -546,6 +553,15 @@ class Trainer:
             self._save_checkpoint()
         return True
 
+    def _full_state_dict(self) -> dict[str, Any] | None:
+        """A sharded model's full weights, keyed as the TransferModel's, on the main process; None when not sharded."""
+        if not self.sharded:
+            return None
+        weights = full_state_dict(self.accelerator, self.module)
+        if self.module is not self.model:  # the head on cached features: the frozen backbone is not sharded
+            weights = {**{f"backbone.{k}": v for k, v in self.model.backbone.state_dict().items()}, **weights}
+        return weights
+
     def _stopped(self) -> TrainResult:
         """End an interrupted run: trackers closed, the result flagged as interrupted."""
         self.accelerator.end_training()
@@ -557,7 +573,13 @@ class Trainer:
         """Load the best weights, save the model with its training record and card, push if asked."""
         acc, state = self.accelerator, self.state
         acc.wait_for_everyone()
-        self.checkpoints.load_best(self.model, state.best_epoch)
+        self.final_weights = None  # the full weights of a sharded model, on the main process
+        if not self.sharded:
+            self.checkpoints.load_best(self.model, state.best_epoch)
+        elif not state.best_epoch:
+            self.final_weights = self._full_state_dict()
+        elif self.main:
+            self.final_weights = self.checkpoints.best_state_dict(state.best_epoch)
         self.strategy.before_save(self.model)
         results = state.best_results or (dict(state.history[-1]) if state.history else {})
         if self.main:
@@ -572,10 +594,13 @@ class Trainer:
 
         cfg = self.cfg
         with self._phase("save", "Saving the model, its training record and its card"):
-            self.model.to("cpu")
-            with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(self.model.state_dict())):
-                self.model.save_pretrained(self.output_dir)
-            self.train_objective.finish(self.model)
+            weights = self.final_weights
+            if weights is None:
+                self.model.to("cpu")
+            with self.checkpoints.disk_full("the final model", self.output_dir, tensor_bytes(weights or self.model.state_dict())):
+                self.model.save_pretrained(self.output_dir, state_dict=weights)
+            # a sharded model only runs with every process: what follows gets the saved model, unsharded
+            self.train_objective.finish(self.model if weights is None else TransferModel.from_pretrained(self.output_dir))
             self._write_record(("metrics", "eval_results", "summary"), runtime)
             with self.checkpoints.disk_full("the model card", self.output_dir, 1 << 20):
                 write_model_card(self.output_dir, repo_id=cfg.push_to_hub)
