@@ -113,7 +113,7 @@ class TrainingConfig:
     save_total_limit: int = _opt(2, "checkpoints kept (the oldest are removed)")
     resume_from_checkpoint: str | bool | None = _opt(None, "a checkpoint folder, or true (--resume) for the latest one")
     overwrite_output_dir: bool = _opt(False, "start afresh in an output_dir that holds an earlier run")
-    dataloader_num_workers: int | None = _opt(None, "DataLoader workers (default: 2 for images, 0 for text)")
+    dataloader_num_workers: int | None = _opt(None, "DataLoader workers (default: images one per spare CPU core of the process, 2 to 8; text 0)")
     logging_steps: int = _opt(10, "record loss, learning rate and throughput every this many optimizer steps")
     report_to: str = _opt("auto", "auto | none | tensorboard (auto: TensorBoard when installed)")
     strict: bool = _opt(False, "fail on unreadable images instead of skipping them")

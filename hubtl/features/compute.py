@@ -9,12 +9,13 @@ every feature unless they need them (a ranking score on the main process does).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import make_collate
+from ..data.loader import loader_options
 from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
 
 logger = logging.getLogger("hubtl")
@@ -169,20 +171,37 @@ def _shard_features(
     from tqdm.auto import tqdm
 
     rows = _rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes)
+    device = accelerator.device
     loader = DataLoader(
         Subset(dataset, list(rows)), batch_size, shuffle=False, collate_fn=make_collate(preprocess, task),
-        num_workers=num_workers, generator=torch.Generator().manual_seed(seed),  # a hit and a miss leave the RNG alike
+        generator=torch.Generator().manual_seed(seed),  # a hit and a miss leave the RNG alike
+        **loader_options(num_workers, device, persistent=False),
     )  # fmt: skip
     backbone.eval()
-    device = accelerator.device
     out = []
     bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
-    with accelerator.autocast():
+    with accelerator.autocast(), _fast_layout(backbone, device) as layout:
         for batch, _ in bar:
-            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = {k: layout(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             out.append(backbone(batch).float().cpu())
     dim = getattr(backbone, "feature_dim", 0)
     return torch.cat(out) if out else torch.zeros((0, dim), dtype=torch.float32)
+
+
+@contextlib.contextmanager
+def _fast_layout(backbone: nn.Module, device: Any) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """On CUDA, run convolutional backbones in channels_last (faster convolutions); the weights' layout is restored after.
+
+    Yields what to apply to each input tensor (4-d image batches go channels_last; others pass unchanged).
+    """
+    if getattr(device, "type", None) != "cuda" or not any(isinstance(m, nn.Conv2d) for m in backbone.modules()):
+        yield lambda tensor: tensor
+        return
+    backbone.to(memory_format=torch.channels_last)
+    try:
+        yield lambda tensor: tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+    finally:
+        backbone.to(memory_format=torch.contiguous_format)
 
 
 def _store(accelerator: Any, store: FeatureStore, key: str, shard: torch.Tensor, describe: dict[str, Any]) -> StoredFeatures | None:
@@ -236,15 +255,17 @@ def _gathered_features(
     from tqdm.auto import tqdm
 
     loader = DataLoader(
-        dataset, batch_size, shuffle=False, collate_fn=make_collate(preprocess, task), num_workers=num_workers,
+        dataset, batch_size, shuffle=False, collate_fn=make_collate(preprocess, task),
         generator=torch.Generator().manual_seed(seed),  # never draws from the training RNG
+        **loader_options(num_workers, accelerator.device, persistent=False),
     )
     loader = accelerator.prepare_data_loader(loader)
     backbone.eval()
     features, targets = [], []
     bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
-    with accelerator.autocast():
+    with accelerator.autocast(), _fast_layout(backbone, accelerator.device) as layout:
         for batch, target in bar:
+            batch = {k: layout(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             gathered = accelerator.gather_for_metrics((backbone(batch).float(), target))
             features.append(gathered[0].cpu())
             targets.append(gathered[1].cpu())

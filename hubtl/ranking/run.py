@@ -309,9 +309,9 @@ def _scores(features: dict[str, Any], task: Any, labels: list[str] | None, wante
 
 def _workers(cfg: TrainingConfig, modality: str) -> int:
     """DataLoader workers, as training chooses them."""
-    if cfg.dataloader_num_workers is not None:
-        return cfg.dataloader_num_workers
-    return 2 if modality == "image" else 0
+    from ..data.loader import default_num_workers
+
+    return default_num_workers(modality, cfg.dataloader_num_workers)
 
 
 def _fine_tune_top(result: RankResult, cfg: TrainingConfig, output: Path, top: int, main: bool) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from ..backbones.registry import check_backbone_name, get_plugin, split_backbone_name
 from ..config import TrainingConfig, load_config
 from ..data import TransferData, check_source, load_transfer_data, make_collate
+from ..data.loader import default_num_workers, loader_options
 from ..errors import ConfigError, HubtlError
 from ..layout import TRAINING_DIR, TrainingRecord
 from ..metrics import is_better, metric_key
@@ -87,7 +87,8 @@ class Trainer:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             log_with=self.tracker,
             project_dir=str(self.output_dir / TRAINING_DIR) if self.tracker else None,
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # non_blocking: host-to-device copies of pinned batches overlap the step (CUDA)
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         )
         self.main = self.accelerator.is_main_process
         self.sharded = is_sharded(self.accelerator)  # FSDP: `accelerate launch --use_fsdp` or an Accelerate config
@@ -245,13 +246,14 @@ class Trainer:
             train_set, eval_set, train_collate, eval_collate = self._datasets_and_collates()
             workers = self._num_workers()
         generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
+        options = loader_options(workers, acc.device)
         train_loader = DataLoader(
-            train_set, cfg.per_device_train_batch_size, shuffle=True, collate_fn=train_collate,
-            num_workers=workers, generator=generator, persistent_workers=workers > 0,
+            train_set, cfg.per_device_train_batch_size, shuffle=True, collate_fn=train_collate, generator=generator,
+            **options,
         )
         eval_loader = DataLoader(
-            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate, num_workers=workers,
-            generator=torch.Generator().manual_seed(cfg.seed),  # evaluating never draws from the training RNG
+            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate,
+            generator=torch.Generator().manual_seed(cfg.seed), **options,  # evaluating never draws from the training RNG
         )
         groups = self._param_groups()
         if self.use_cache:
@@ -264,6 +266,8 @@ class Trainer:
         self.module, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
             module, optimizer, train_loader, eval_loader
         )
+        # what the best-weights file holds: the model, or only the head when it trains on cached features
+        self.kept_module = acc.unwrap_model(self.module)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -320,10 +324,8 @@ class Trainer:
         return self.train_objective.loss(self.module, batch, targets)
 
     def _num_workers(self) -> int:
-        """DataLoader workers: the config's number, else 2 for images (decoding) and 0 for text."""
-        if self.cfg.dataloader_num_workers is not None:
-            return self.cfg.dataloader_num_workers
-        return min(2, os.cpu_count() or 1) if self.data.modality == "image" else 0
+        """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
+        return default_num_workers(self.data.modality, self.cfg.dataloader_num_workers)
 
     def _resume(self, checkpoint: Path) -> None:
         """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint."""
@@ -442,7 +444,8 @@ class Trainer:
         if improved or self._wins_tie(results):
             state.best_metric, state.best_epoch = results[self.metric], state.epoch
             state.best_results = {"epoch": state.epoch, **results}
-            self.checkpoints.save_best(self.model, state.epoch, self._full_state_dict())
+            gathered = full_state_dict(self.accelerator, self.module) if self.sharded else None
+            self.checkpoints.save_best(self.kept_module, state.epoch, gathered)
         self._save_checkpoint()
         if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
             self._log(f"Early stopping: {self.metric} did not improve for {state.bad_epochs} epochs.")
@@ -553,14 +556,11 @@ class Trainer:
             self._save_checkpoint()
         return True
 
-    def _full_state_dict(self) -> dict[str, Any] | None:
-        """A sharded model's full weights, keyed as the TransferModel's, on the main process; None when not sharded."""
-        if not self.sharded:
-            return None
-        weights = full_state_dict(self.accelerator, self.module)
-        if self.module is not self.model:  # the head on cached features: the frozen backbone is not sharded
-            weights = {**{f"backbone.{k}": v for k, v in self.model.backbone.state_dict().items()}, **weights}
-        return weights
+    def _model_weights(self, kept: dict[str, Any]) -> dict[str, Any]:
+        """The TransferModel's full state dict from the trained module's (the head on cached features: add the backbone's)."""
+        if self.module is self.model:
+            return kept
+        return {**{f"backbone.{k}": v for k, v in self.model.backbone.state_dict().items()}, **kept}
 
     def _stopped(self) -> TrainResult:
         """End an interrupted run: trackers closed, the result flagged as interrupted."""
@@ -575,11 +575,11 @@ class Trainer:
         acc.wait_for_everyone()
         self.final_weights = None  # the full weights of a sharded model, on the main process
         if not self.sharded:
-            self.checkpoints.load_best(self.model, state.best_epoch)
+            self.checkpoints.load_best(self.kept_module, state.best_epoch)
         elif not state.best_epoch:
-            self.final_weights = self._full_state_dict()
+            self.final_weights = self._model_weights(full_state_dict(acc, self.module))
         elif self.main:
-            self.final_weights = self.checkpoints.best_state_dict(state.best_epoch)
+            self.final_weights = self._model_weights(self.checkpoints.best_state_dict(state.best_epoch))
         self.strategy.before_save(self.model)
         results = state.best_results or (dict(state.history[-1]) if state.history else {})
         if self.main:
