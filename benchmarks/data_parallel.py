@@ -69,12 +69,12 @@ def run(ctx: Context) -> list[Row]:
     ]
 
 
-def _write_config(ctx: Context, p: dict) -> Path:
-    """The shared YAML config: an SST-2 subset, the encoder built once in a subprocess."""
+def _write_config(ctx: Context, p: dict, group: str = GROUP) -> Path:
+    """The shared YAML config of a group's runs: an SST-2 subset, the encoder built once in a subprocess."""
     from . import fixtures
 
-    folder = fixtures.write_sst2_subset(ctx.data, ctx.work / "sst2-subset", p["n"], 32)
-    encoder = run_child(ctx, f"{GROUP}_encoder", __name__, "encoder_dir", work=str(ctx.work), data=str(ctx.data),
+    folder = fixtures.write_sst2_subset(ctx.data, ctx.work / f"sst2-subset-{group}", p["n"], 32)
+    encoder = run_child(ctx, f"{group}_encoder", __name__, "encoder_dir", work=str(ctx.work), data=str(ctx.data),
                         model=p["model"])["path"]
     config = {
         "backbone": f"transformers:{encoder}", "backbone_kwargs": {"pooling": "mean", "max_length": p["max_length"]},
@@ -84,7 +84,7 @@ def _write_config(ctx: Context, p: dict) -> Path:
         "strategy": "full", "num_train_epochs": p["epochs"], "per_device_eval_batch_size": 32, "learning_rate": 1e-4,
         "report_to": "none", "overwrite_output_dir": True, "seed": 0, "disable_tqdm": True,
     }
-    path = ctx.work / f"{GROUP}.yaml"
+    path = ctx.work / f"{group}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -95,8 +95,8 @@ def encoder_dir(work: str, data: str, model: str) -> dict:
     return {"path": str(fixtures.text_encoder_dir(work, model, data))}
 
 
-def _train(ctx: Context, name: str, argv: list[str], env: dict[str, str]) -> dict:
-    done = spawn(ctx, f"{GROUP}_{name}", argv, extra_env=env)
+def _train(ctx: Context, name: str, argv: list[str], env: dict[str, str], group: str = GROUP) -> dict:
+    done = spawn(ctx, f"{group}_{name}", argv, extra_env=env)
     out = Path(argv[argv.index("--output_dir") + 1])
     rows = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines() if line]
     metrics = [row for row in rows if row.get("kind", "epoch") == "epoch"]  # not the step or evaluation records

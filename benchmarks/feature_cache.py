@@ -120,7 +120,7 @@ def _cache_on_off(ctx: Context) -> list[Row]:
     """Cache on vs off within one run, each from an empty feature store."""
     p = SIZES[ctx.mode]
     item = f"linear probe, {p['epochs']} epochs, cache vs no cache ({p['model']}, {p['size']} px, hymenoptera)"
-    kwargs = dict(data=str(ctx.data), mixed_precision=ctx.mixed_precision, workers=_workers(ctx), **p)
+    kwargs = dict(data=str(ctx.data), mixed_precision=ctx.mixed_precision, workers=None, **p)  # hubtl's defaults
     sides = {
         "on": lambda r: run_child(ctx, f"{GROUP}_on_{r}", __name__, "probe", cache=True, out=str(ctx.work / f"{GROUP}_on"),
                                   store=str(ctx.work / f"{GROUP}_on_store_{r}"), **kwargs),
@@ -155,12 +155,8 @@ PHASES = {"data": "data loading + image check", "model": "model", "features": "f
           "loop": "epochs (train+eval+checkpoints)", "save": "final save + card"}
 
 
-def _workers(ctx: Context) -> int:
-    return min(2, ctx.cores) if ctx.device == "cpu" else max(2, min(8, ctx.cores - 2))
-
-
 def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, batch: int, max_train: int | None,
-          max_eval: int | None, workers: int, mixed_precision: str, store: str) -> dict[str, Any]:
+          max_eval: int | None, workers: int | None, mixed_precision: str, store: str) -> dict[str, Any]:
     """One linear-probe run from an empty feature store; the imports every run needs are done before the clock starts."""
     import json
     import os
@@ -187,7 +183,8 @@ def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, 
         "backbone": f"timm:{model}", "pretrained": False, "backbone_kwargs": {"image_size": size},
         "dataset": dataset, "strategy": "linear_probe", "augment": False, "feature_cache": cache,
         "num_train_epochs": epochs, "per_device_train_batch_size": batch, "per_device_eval_batch_size": 2 * batch,
-        "learning_rate": 1e-3, "mixed_precision": mixed_precision, "dataloader_num_workers": workers,
+        "learning_rate": 1e-3, "mixed_precision": mixed_precision,
+        **({} if workers is None else {"dataloader_num_workers": workers}),
         "output_dir": out, "overwrite_output_dir": True, "report_to": "none", "seed": 0,
     })
     train_s = time.perf_counter() - started

@@ -35,13 +35,15 @@ def workers(ctx: Context) -> int:
 def run(ctx: Context) -> list[Row]:
     p = SIZES[ctx.mode]
     w = workers(ctx)
-    item = f"JPEG → train, image folder ({p['model']}, {p['size']} px, batch {p['batch']}, {w} workers)"
-    kwargs = dict(data=str(ctx.data), workers=w, mixed_precision=ctx.mixed_precision, **p)
+    item = (f"JPEG → train, image folder ({p['model']}, {p['size']} px, batch {p['batch']}; hubtl's default DataLoader "
+            f"settings vs {w} workers{' + pinned memory' if ctx.device == 'cuda' else ''} by hand)")
+    kwargs = dict(data=str(ctx.data), mixed_precision=ctx.mixed_precision, **p)
     kwargs.pop("rounds")
     sides = {
+        # hubtl with its defaults (no dataloader_num_workers): what a user gets without tuning
         "hubtl": lambda r: run_child(ctx, f"{GROUP}_hubtl_{r}", __name__, "hubtl_side", out=str(ctx.work / f"{GROUP}_{r}"),
-                                     **kwargs),
-        "baseline": lambda r: run_child(ctx, f"{GROUP}_baseline_{r}", __name__, "baseline_side", **kwargs),
+                                     workers=None, **kwargs),
+        "baseline": lambda r: run_child(ctx, f"{GROUP}_baseline_{r}", __name__, "baseline_side", workers=w, **kwargs),
     }
     try:
         runs, added = alternate(ctx, p["rounds"], sides)
@@ -55,6 +57,7 @@ def run(ctx: Context) -> list[Row]:
         Row(GROUP, GROUP, item, h, b, "samples/s", h / b, goal=GOAL, baseline_label="ImageFolder",
             notes=f"median of {len(h_rates)} epochs each side (hubtl {spread(h_rates)}; ImageFolder {spread(b_rates)}); "
                   f"{hubtl[0]['train_examples']} vs {base[0]['train_examples']} training images; first epoch excluded; "
+                  f"hubtl's default workers here: {hubtl[0].get('default_workers')}; "
                   f"{contention_note(runs, added)}",
             details={"hubtl_runs": hubtl, "baseline_runs": base, "params": p, "workers": w}),
         memory_row(GROUP, f"{GROUP}_memory", item, hubtl, base),
@@ -63,8 +66,12 @@ def run(ctx: Context) -> list[Row]:
 
 
 def hubtl_side(data: str, out: str, model: str, size: int, batch: int, epochs: int, max_train: int | None,
-               workers: int, mixed_precision: str) -> dict[str, Any]:
-    """`hubtl.train.train()` on the hymenoptera image folder (eval on 32 images of val/, outside the timed loop)."""
+               workers: int | None, mixed_precision: str) -> dict[str, Any]:
+    """`hubtl.train.train()` on the hymenoptera image folder (eval on 32 images of val/, outside the timed loop).
+
+    `workers` None: hubtl's default DataLoader settings.
+    """
+    from hubtl.data.loader import default_num_workers
     from hubtl.train import train
 
     dataset: dict[str, Any] = {"path": f"{data}/hymenoptera", "max_eval_samples": 32}
@@ -75,7 +82,8 @@ def hubtl_side(data: str, out: str, model: str, size: int, batch: int, epochs: i
         "backbone": f"timm:{model}", "pretrained": False, "backbone_kwargs": {"image_size": size},
         "dataset": dataset, "strategy": "full", "augment": True,
         "num_train_epochs": epochs, "per_device_train_batch_size": batch, "per_device_eval_batch_size": batch,
-        "learning_rate": 1e-4, "mixed_precision": mixed_precision, "dataloader_num_workers": workers,
+        "learning_rate": 1e-4, "mixed_precision": mixed_precision,
+        **({} if workers is None else {"dataloader_num_workers": workers}),
         "output_dir": out, "overwrite_output_dir": True, "report_to": "none", "seed": 0,
     })
     return {
@@ -83,6 +91,7 @@ def hubtl_side(data: str, out: str, model: str, size: int, batch: int, epochs: i
         "epoch_s": [m["epoch_time_s"] for m in result.metrics],
         "run_s": time.perf_counter() - started,
         "train_examples": _summary(result.output_dir)["train_samples"],
+        "default_workers": default_num_workers("image", workers),
     }
 
 
@@ -110,5 +119,6 @@ def baseline_side(data: str, model: str, size: int, batch: int, epochs: int, max
     dataset = ImageFolder(f"{data}/hymenoptera/train", transform=transform)
     if max_train:
         dataset = Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:max_train].tolist())
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+                        pin_memory=torch.cuda.is_available())
     return {**accelerate_loop(net, loader, epochs, mixed_precision), "train_examples": len(dataset)}

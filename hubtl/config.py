@@ -268,6 +268,8 @@ def _check_types(values: dict[str, Any], cls: type, prefix: str) -> None:
         expected = hints[key]
         if key == "dataset":
             continue
+        if key == "mixed_precision" and value is False:  # YAML reads Accelerate's `no` (`--mixed_precision no`) as false
+            value = "no"
         coerced = _coerce(value, expected)
         if coerced is _WRONG:
             raise ConfigError(f"Config key {prefix + key!r} must be {_describe(expected)}, got {value!r}.")
