@@ -225,3 +225,47 @@ def test_two_processes_read_their_own_shards(root: Path, tiny_bert: str) -> None
     states = [json.loads((checkpoint / f"stream_state_{rank}.json").read_text()) for rank in (0, 1)]
     assert [s["rank"] for s in states] == [0, 1] and all(s["world_size"] == 2 for s in states)
     assert torch.isfinite(torch.tensor(json.loads((out / "training" / "eval_results.json").read_text())["eval_loss"]))
+
+
+def test_an_unreadable_streamed_image_is_skipped_and_counted(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.conftest import TINY_TIMM
+
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(10):
+        colour = (200, 30, 30) if i % 2 else (30, 30, 200)
+        Image.new("RGB", (32, 32), colour).save(tmp_path / "img" / f"{i}.png")
+        rows.append({"image": f"img/{i}.png", "label": "red" if i % 2 else "blue"})
+    (tmp_path / "img" / "broken.png").write_bytes(b"not a png")
+    _write(tmp_path / "train.jsonl", [*rows[:3], {"image": "img/broken.png", "label": "red"}, *rows[3:8]])
+    _write(tmp_path / "dev.jsonl", rows[8:])
+    out = tmp_path / "out"
+    train({
+        "backbone": TINY_TIMM, "pretrained": False, "augment": False,
+        "dataset": {"path": str(tmp_path), "data_files": {"train": "train.jsonl", "validation": "dev.jsonl"},
+                    "streaming": True, "shuffle_buffer_size": 4},
+        "output_dir": str(out), "max_steps": 3, "per_device_train_batch_size": 4, "report_to": "none",
+        "disable_tqdm": True,
+    })  # fmt: skip
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    (facts,) = summary["streaming"]["processes"]
+    assert facts["examples_read"] == 12 and facts["shard_rows"] == 9  # 8 readable per pass: the broken one skipped
+    assert facts["skipped_files"] == [str(tmp_path / "img" / "broken.png")]
+    assert summary["skipped_files"] == [str(tmp_path / "img" / "broken.png")]
+
+
+def test_a_frozen_backbone_does_not_cache_features_of_a_stream() -> None:
+    from hubtl.training.feature_cache import cache_decision
+
+    use, why = cache_decision(freezes_backbone=True, enabled=True, deterministic=True, streamed=True)
+    assert not use and "streamed" in why and "finite" in why
+
+
+def test_pretrain_refuses_streaming() -> None:
+    from hubtl.pretraining.config import PretrainingConfig
+
+    with pytest.raises(ConfigError, match="does not stream.*streaming: false"):
+        PretrainingConfig.from_dict({"backbone": "timm:resnet18", "max_steps": 5,
+                                     "dataset": {"path": "data", "streaming": True}})

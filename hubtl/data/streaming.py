@@ -253,8 +253,9 @@ class TrainStream(TorchIterableDataset):
                 value = self._image(value)
                 if not is_readable_image(value):
                     bad = describe(value) if value is not None else f"<{where}: no image file>"
-                    self.skipped.append(bad)
-                    report_unreadable([bad], self.strict)
+                    if bad not in self.skipped:  # each file once, as map-style data counts them (not once per pass)
+                        report_unreadable([bad], self.strict)
+                        self.skipped.append(bad)
                     continue
             elif not isinstance(value, str):
                 raise DataError(
@@ -306,7 +307,7 @@ class TrainStream(TorchIterableDataset):
 
     def _where(self, value: Any) -> str:
         shown = describe(value) if self.image and value is not None else repr(value)[:80]
-        return (f"streamed training example {self.read + len(self.skipped) + 1} of process {self.rank} "
+        return (f"streamed training example {self.read + 1} of process {self.rank} "
                 f"(pass {self.epoch + 1}) in {self.cfg.source}, {shown}")  # fmt: skip
 
     def _image(self, value: Any) -> Any:
