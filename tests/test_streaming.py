@@ -269,3 +269,11 @@ def test_pretrain_refuses_streaming() -> None:
     with pytest.raises(ConfigError, match="does not stream.*streaming: false"):
         PretrainingConfig.from_dict({"backbone": "timm:resnet18", "max_steps": 5,
                                      "dataset": {"path": "data", "streaming": True}})
+
+
+def test_rank_refuses_a_stream() -> None:
+    from hubtl.ranking import rank
+
+    cfg = TrainingConfig.from_dict({"backbone": "timm:resnet18", "max_steps": 5, "dataset": {"path": "data", "streaming": True}})
+    with pytest.raises(ConfigError, match="cannot read a stream.*max_train_samples"):
+        rank(cfg, candidates=["timm:resnet18"])

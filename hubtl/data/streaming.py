@@ -33,7 +33,13 @@ from ..images import describe, is_readable_image
 from ..labels import is_missing
 from ..tasks import get_task
 from .config import DatasetConfig
-from .dataset import TransferData, _check_arguments, _class_names, load_eval_split, report_unreadable
+from .dataset import (
+    TransferData,
+    _check_arguments,
+    _class_names,
+    load_eval_split,
+    report_unreadable,
+)
 from .sources import EVAL_SPLIT_NAMES, SourcePlan, _read, _split_alias, source_plan
 
 logger = logging.getLogger("hubtl")
