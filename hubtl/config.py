@@ -359,6 +359,8 @@ def _check_values(cfg: TrainingConfig) -> None:
         bool(cfg.dataset.path or cfg.dataset.data_files),
         "dataset.path must name a Hub dataset, a folder or a file (or give dataset.data_files).",
     )
+    if cfg.dataset.streaming:
+        _check_streaming(cfg)
     if cfg.metric_for_best_model is not None:
         known = task.metrics
         if metric_key(cfg.metric_for_best_model) not in known:
@@ -368,6 +370,30 @@ def _check_values(cfg: TrainingConfig) -> None:
                 f"metric_for_best_model {cfg.metric_for_best_model!r} is not computed for task {cfg.task}.{hint} "
                 f"Choose one of {', '.join(k.removeprefix('eval_') for k in known)} (with or without the eval_ prefix)."
             )
+
+
+def _check_streaming(cfg: TrainingConfig) -> None:
+    """`dataset.streaming`: refuse what a stream (no length, read once in order) cannot do, saying what to do."""
+    data = cfg.dataset
+    problems = []
+    if cfg.max_steps <= 0:
+        problems.append("a stream has no length, so the run's length must be given: set max_steps, e.g. --max_steps 1000")
+    if data.shuffle_buffer_size < 1:
+        problems.append("dataset.shuffle_buffer_size must be >= 1 (1: no shuffling)")
+    if get_strategy(cfg.strategy).reads_unlabeled or data.unlabeled_split or data.unlabeled_files:
+        problems.append(
+            f"strategy {cfg.strategy} with unlabeled_split/unlabeled_files computes outputs once per training example, "
+            "which needs a finite training split: set dataset.streaming: false for it"
+        )
+    if cfg.dataloader_num_workers:
+        problems.append(
+            "streamed data is read in the main process, so that a checkpoint holds the exact position: "
+            "remove dataloader_num_workers (or set it to 0)"
+        )
+    if cfg.early_stopping_patience is not None:
+        problems.append("early_stopping_patience counts epochs, and a streamed run is one (max_steps long): remove it")
+    if problems:
+        raise ConfigError("dataset.streaming: " + "; ".join(problems) + ".")
 
 
 #: How relative paths in a config are read (README and `hubtl train --help` say it the same way).

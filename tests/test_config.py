@@ -96,6 +96,8 @@ DATASET = {
     "label_separator": ("';'", ";"),
     "max_train_samples": ("100", 100),
     "max_eval_samples": ("10", 10),
+    "streaming": ("true", True),
+    "shuffle_buffer_size": ("64", 64),
 }
 
 
@@ -118,7 +120,7 @@ def test_every_key_overridable(base: dict, key: str) -> None:
 @pytest.mark.parametrize("key", sorted(DATASET))
 def test_every_dataset_key_overridable(base: dict, key: str) -> None:
     raw, expected = DATASET[key]
-    cfg = load_config(base, [f"--dataset.{key}", raw])
+    cfg = load_config(base, [f"--dataset.{key}", raw, "--max_steps", "10"])  # max_steps: streaming needs it
     assert getattr(cfg.dataset, key) == expected
 
 

@@ -40,6 +40,14 @@ class DatasetConfig:
     label_separator: str = field(default=",", metadata=_help("separator of labels in one cell (multi_label)"))
     max_train_samples: int | None = field(default=None, metadata=_help("use at most this many training examples (seeded)"))
     max_eval_samples: int | None = field(default=None, metadata=_help("use at most this many evaluation examples (seeded)"))
+    streaming: bool = field(
+        default=False,
+        metadata=_help("stream the train split (data larger than disk): needs max_steps and a finite eval split; "
+                       "max_train_samples takes the first examples"),
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata=_help("streaming: examples in the seeded shuffle buffer (1: the stream's own order)")
+    )
 
     @property
     def source(self) -> str:

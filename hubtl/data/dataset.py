@@ -154,6 +154,49 @@ def load_transfer_data(
     )
 
 
+def load_eval_split(
+    eval_ds: datasets.Dataset,
+    eval_name: str,
+    base_dir: str | None,
+    cfg: DatasetConfig,
+    *,
+    task: str,
+    modality: str,
+    labels: list[str] | None,
+    class_names: list[str] | None,
+    num_outputs: int,
+    seed: int,
+    strict: bool,
+    progress: bool,
+) -> tuple[TransferDataset, list[str] | None, list[str]]:
+    """A finite eval split on its own, checked as `load_transfer_data` checks it (streamed training evaluates on it).
+
+    Returns the eval pairs, the class names (the given `labels`, else `class_names` (the training stream's
+    ClassLabel), else the split's own) and the unreadable image files skipped."""
+    _check_arguments(cfg, task, modality, labels, num_outputs)
+    column = _input_column(eval_ds, cfg, modality)
+    _require_column(eval_ds, column, eval_name, cfg, f"{modality} column")
+    _require_column(eval_ds, cfg.label_column, eval_name, cfg, "label column")
+    if modality == "image":
+        eval_ds = _prepare_image_column(eval_ds, column, base_dir)
+    else:
+        _check_text_column(eval_ds, column, eval_name)
+    values = {eval_name: _label_values(eval_ds, cfg.label_column)}
+    names, targets = get_task(task).encode_targets(
+        values, labels, class_names or _class_names(eval_ds.features[cfg.label_column]), cfg.label_column, num_outputs,
+        cfg.label_separator,
+    )  # fmt: skip
+    eval_idx, eval_targets = _cap(np.arange(len(eval_ds)), targets[eval_name], cfg.max_eval_samples, seed)
+    skipped: list[str] = []
+    if modality == "image":
+        keep, skipped = _readable(eval_ds, column, eval_idx, "check eval images" if progress else None)
+        report_unreadable(skipped, strict)
+        eval_idx, eval_targets = eval_idx[keep], eval_targets[torch.from_numpy(keep)]
+    if len(eval_idx) == 0:
+        raise DataError(f"Split '{eval_name}' of {cfg.source} has no usable examples left; add examples to it.")
+    return TransferDataset(eval_ds, column, eval_idx, eval_targets), names, skipped
+
+
 def _readable_images(
     train_ds: datasets.Dataset, eval_ds: datasets.Dataset, column: str, train_idx: np.ndarray, eval_idx: np.ndarray,
     strict: bool, progress: bool,
@@ -163,6 +206,12 @@ def _readable_images(
     train_keep, train_bad = _readable(train_ds, column, train_idx, "check train images" if progress else None)
     eval_keep, eval_bad = _readable(eval_ds, column, eval_idx, "check eval images" if progress else None)
     skipped = train_bad + eval_bad
+    report_unreadable(skipped, strict)
+    return train_keep, eval_keep, skipped
+
+
+def report_unreadable(skipped: list[str], strict: bool) -> None:
+    """Unreadable images found: a DataError when `strict`, else a warning that they are skipped."""
     if skipped and strict:
         raise DataError(
             f"{len(skipped)} file(s) are not readable images: {preview(skipped, 20)}. "
@@ -170,7 +219,6 @@ def _readable_images(
         )
     if skipped:
         logger.warning("Skipped %d unreadable or non-image file(s): %s", len(skipped), ", ".join(skipped))
-    return train_keep, eval_keep, skipped
 
 
 class _Collate:

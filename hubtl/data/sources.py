@@ -6,6 +6,7 @@ import csv
 import glob
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -44,28 +45,47 @@ def check_source(cfg: DatasetConfig) -> None:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
-    """Load every split of the source; also return the folder relative image paths resolve against."""
+@dataclass
+class SourcePlan:
+    """How a source is read: a `datasets` builder with its options and files, or a Hub dataset (`hub`)."""
+
+    builder: str
+    options: dict[str, Any]
+    files: dict[str, list[str]] | None  # {split: [absolute files]}; None for a Hub dataset or an image folder
+    base_dir: str | None  # the folder relative image paths resolve against (None for a Hub dataset)
+    hub: bool = False
+
+
+def source_plan(cfg: DatasetConfig) -> SourcePlan:
+    """Decide how the source is read, without reading any data (map-style `load_splits` and streaming share it)."""
     if not cfg.path:  # data_files alone: the format comes from the files' extension
         files = _resolve_data_files(cfg.data_files, os.getcwd())
-        return _load_local(files, cfg), os.getcwd()
+        return _local_plan(files, cfg, os.getcwd())
     path = os.path.expanduser(cfg.path)
     if cfg.data_files is not None:
         if os.path.isdir(path):
             files = _resolve_data_files(cfg.data_files, path)
-            return _load_local(files, cfg), path
+            return _local_plan(files, cfg, path)
         if cfg.path in _FORMAT_NAMES:
             files = _resolve_data_files(cfg.data_files, os.getcwd())
-            return _load_local(files, cfg, fmt=cfg.path), os.getcwd()
+            return _local_plan(files, cfg, os.getcwd(), fmt=cfg.path)
         if os.path.isfile(path):
             raise ConfigError(f"path {cfg.path} is a file and data_files is set too; give one or the other.")
     elif os.path.isfile(path):
-        return _load_local({"train": [os.path.abspath(path)]}, cfg), os.path.dirname(os.path.abspath(path))
+        return _local_plan({"train": [os.path.abspath(path)]}, cfg, os.path.dirname(os.path.abspath(path)))
     elif os.path.isdir(path):
-        return _load_directory(os.path.abspath(path), cfg), os.path.abspath(path)
+        return _directory_plan(os.path.abspath(path), cfg)
     if not looks_like_repo_id(cfg.path) or _extension(cfg.path) in set(_TABULAR_FORMATS) | _IMAGE_EXTENSIONS:
         raise DataError(f"Dataset path not found: {cfg.path}. Check the path; give {SUPPORTED}.")
-    return _load_hub(cfg), None
+    return SourcePlan(cfg.path, {"name": cfg.name, "data_files": cfg.data_files}, None, None, hub=True)
+
+
+def load_splits(cfg: DatasetConfig) -> tuple[datasets.DatasetDict, str | None]:
+    """Load every split of the source; also return the folder relative image paths resolve against."""
+    plan = source_plan(cfg)
+    if plan.hub:
+        return _load_hub(cfg), None
+    return _read((plan.builder, plan.options), cfg, plan.files), plan.base_dir
 
 
 def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
@@ -79,16 +99,16 @@ def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
     return _as_dict(loaded)
 
 
-def _load_directory(path: str, cfg: DatasetConfig) -> datasets.DatasetDict:
+def _directory_plan(path: str, cfg: DatasetConfig) -> SourcePlan:
     exts = _extensions_under(path)
     if exts & _IMAGE_EXTENSIONS:
-        return _read(("imagefolder", {"data_dir": path}), cfg)
+        return SourcePlan("imagefolder", {"data_dir": path}, None, path)
     if not exts & set(_TABULAR_FORMATS):
         raise DataError(f"{cfg.source} holds no image files and no csv/tsv/json/jsonl/parquet files; give {SUPPORTED}.")
     found = DataFilesDict.from_patterns(get_data_patterns(path), base_path=path)
     files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
              for split, split_files in found.items()}
-    return _load_local({split: f for split, f in files.items() if f}, cfg)
+    return _local_plan({split: f for split, f in files.items() if f}, cfg, path)
 
 
 def _extensions_under(path: str) -> set[str]:
@@ -124,6 +144,11 @@ def _resolve_data_files(data_files: str | list[str] | dict[str, Any], base: str)
 
 
 def _load_local(files: dict[str, list[str]], cfg: DatasetConfig, fmt: str | None = None) -> datasets.DatasetDict:
+    plan = _local_plan(files, cfg, None, fmt)
+    return _read((plan.builder, plan.options), cfg, plan.files)
+
+
+def _local_plan(files: dict[str, list[str]], cfg: DatasetConfig, base_dir: str | None, fmt: str | None = None) -> SourcePlan:
     if not files:
         raise DataError(f"No data files found for {cfg.source}; give {SUPPORTED}.")
     if fmt is None:
@@ -142,7 +167,8 @@ def _load_local(files: dict[str, list[str]], cfg: DatasetConfig, fmt: str | None
         if len(formats) > 1:
             raise DataError(f"data files mix formats ({', '.join(sorted(formats))}); use one format for all splits.")
         fmt = formats.pop()
-    return _read(_builder(fmt, cfg), cfg, files)
+    builder, options = _builder(fmt, cfg)
+    return SourcePlan(builder, options, files, base_dir)
 
 
 def _builder(fmt: str, cfg: DatasetConfig) -> tuple[str, dict[str, Any]]:

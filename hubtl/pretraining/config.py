@@ -50,6 +50,10 @@ class PretrainingConfig(TrainingConfig):
             self.objective is None or self.objective in OBJECTIVES,
             f"objective must be one of {', '.join(OBJECTIVES)} (or unset: chosen by the backbone's modality); got {self.objective!r}.",
         )
+        require(
+            not self.dataset.streaming,
+            "hubtl pretrain does not stream its data: set dataset.streaming: false (streaming is for hubtl train).",
+        )
         require(0 < self.mlm_probability < 1, f"mlm_probability must be in (0, 1); got {self.mlm_probability}.")
         require(self.max_seq_length is None or self.max_seq_length >= 4, "max_seq_length must be >= 4 (or unset).")
         require(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1); got {self.mask_ratio}.")

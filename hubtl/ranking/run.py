@@ -196,6 +196,11 @@ def rank(
     chosen = parse_candidates(candidates if candidates is not None else cfg.candidates, cfg)
     if top < 0 or (train and top < 1):
         raise ConfigError("--top must be a positive number of candidates to fine-tune (with --train).")
+    if cfg.dataset.streaming:
+        raise ConfigError(
+            "hubtl rank scores every training example at once and cannot read a stream: rank on a finite sample "
+            "(--dataset.streaming false --dataset.max_train_samples 2000), then train with streaming."
+        )
     output = Path(output_dir if output_dir is not None else cfg.output_dir)
     modality = _modality(chosen)
     AcceleratorState._reset_state(reset_partial_state=False)

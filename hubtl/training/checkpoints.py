@@ -105,8 +105,11 @@ class Checkpoints:
         self.accelerator.wait_for_everyone()
         return stale
 
-    def save(self, state: dict[str, Any], module: nn.Module, optimizer: Any) -> None:
-        """save_state into a staging folder, then rename it: a crash never leaves a checkpoint that looks complete."""
+    def save(self, state: dict[str, Any], module: nn.Module, optimizer: Any, process_files: dict[str, str] | None = None) -> None:
+        """save_state into a staging folder, then rename it: a crash never leaves a checkpoint that looks complete.
+
+        `process_files` ({name: text}) are this process's own files, written by every process into the same folder
+        (e.g. the position of its share of a streamed dataset, `stream_state_<rank>.json`)."""
         acc = self.accelerator
         final = self.directory / f"checkpoint-{state['global_step']}"
         staging = self.directory / f"{STAGING_PREFIX}{state['global_step']}"
@@ -118,6 +121,9 @@ class Checkpoints:
                 self.directory.mkdir(parents=True, exist_ok=True)
             acc.wait_for_everyone()
             acc.save_state(str(staging))
+            for name, text in (process_files or {}).items():
+                staging.mkdir(parents=True, exist_ok=True)
+                atomic_write(staging / name, text)
             acc.wait_for_everyone()
             if self.main:
                 atomic_write(staging / STATE_NAME, json.dumps(state, indent=2))

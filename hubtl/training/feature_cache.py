@@ -29,10 +29,15 @@ def feature_collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[dic
     return {"features": torch.stack(features)}, torch.stack(targets)
 
 
-def cache_decision(freezes_backbone: bool, enabled: bool, deterministic: bool) -> tuple[bool, str]:
+def cache_decision(freezes_backbone: bool, enabled: bool, deterministic: bool, streamed: bool = False) -> tuple[bool, str]:
     """Whether to cache features, and the log line that says why (or why not)."""
     if not freezes_backbone:
         return False, ""
+    if streamed:
+        return False, (
+            "Feature cache off: the training data is streamed (the cache needs a finite, fingerprinted split); "
+            "the frozen backbone runs on every batch."
+        )
     if not enabled:
         return False, "Feature cache off (feature_cache: false): the frozen backbone runs every epoch."
     if not deterministic:

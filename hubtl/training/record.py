@@ -72,7 +72,7 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
     return {
         "dataset": cfg.dataset.path,
         "dataset_name": cfg.dataset.name,
-        "train_samples": len(trainer.data.train),
+        "train_samples": len(trainer.data.train) if hasattr(trainer.data.train, "__len__") else None,  # None: streamed
         "eval_samples": len(trainer.data.eval),
         "skipped_files": trainer.data.skipped,
         "strategy": cfg.strategy,

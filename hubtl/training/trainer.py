@@ -9,6 +9,7 @@ accumulate / backward / clip / step with `gather_for_metrics` evaluation, checkp
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from ..backbones.registry import check_backbone_name, get_plugin, split_backbone
 from ..config import TrainingConfig, load_config
 from ..data import TransferData, check_source, load_transfer_data, make_collate
 from ..data.loader import default_num_workers, loader_options
+from ..data.streaming import StreamLoader, TrainStream, load_streamed_data, state_file
 from ..errors import ConfigError, HubtlError
 from ..layout import TRAINING_DIR, TrainingRecord
 from ..metrics import is_better, metric_key
@@ -99,6 +101,7 @@ class Trainer:
         self._given_data, self._given_model = data, model
         self.stops = StopRequests()  # the first Ctrl-C (SIGINT) or SIGTERM during the loop asks for a checkpoint
         self._saved_step: int | None = None  # global step of the latest checkpoint written by this run
+        self.stream: TrainStream | None = None  # dataset.streaming: this process's training stream (_build_loop)
         self._reset_epoch_loss()
 
     # ------------------------------------------------------------------ the run, top to bottom
@@ -147,6 +150,8 @@ class Trainer:
             )
             return self._stopped()
         self.phases["loop"] = time.time() - loop_started
+        if self.stream is not None:
+            self._stream_summary()
         result = self._finish(self.phases["loop"])
         self.accelerator.end_training()
         return result
@@ -194,14 +199,20 @@ class Trainer:
             return self._given_data
         plugin_name, model_name = split_backbone_name(cfg.backbone)
         modality = get_plugin(plugin_name).modality_of(model_name)
+        # dataset.streaming: this process's shard of the train split as a stream, the eval split map-style
+        load, shard = (
+            (load_streamed_data, {"rank": self.accelerator.process_index, "world_size": self.accelerator.num_processes})
+            if cfg.dataset.streaming else (load_transfer_data, {})
+        )  # fmt: skip
         data = main_process_first(
             self.accelerator,
-            lambda: load_transfer_data(
+            lambda: load(
                 cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs,
-                seed=cfg.seed, strict=cfg.strict, progress=self._bars,
+                seed=cfg.seed, strict=cfg.strict, progress=self._bars, **shard,
             )
         )  # fmt: skip
-        self._log(f"Data: {len(data.train)} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
+        trained = "streamed" if isinstance(data.train, TrainStream) else len(data.train)
+        self._log(f"Data: {trained} training and {len(data.eval)} evaluation examples; labels {data.labels}.")
         return data
 
     def _build_model(self) -> TransferModel:
@@ -222,7 +233,8 @@ class Trainer:
     def _use_feature_cache(self) -> bool:
         """Cache backbone features when the strategy freezes the backbone and training transforms are deterministic."""
         deterministic = self.model.preprocessor(train=self.cfg.augment).deterministic
-        use, message = cache_decision(self.strategy.freezes_backbone, self.cfg.feature_cache, deterministic)
+        streamed = isinstance(self.data.train, TrainStream)  # the cache needs a finite, fingerprinted split
+        use, message = cache_decision(self.strategy.freezes_backbone, self.cfg.feature_cache, deterministic, streamed)
         if message:
             self._log(message)
         return use
@@ -247,10 +259,13 @@ class Trainer:
             workers = self._num_workers()
         generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
         options = loader_options(workers, acc.device)
-        train_loader = DataLoader(
+        # dataset.streaming: a StreamLoader (0 workers, its own device moves); not a DataLoader, so
+        # `acc.prepare` below returns it untouched and the stream, sharded per process already, is not re-sharded
+        self.stream = train_set if isinstance(train_set, TrainStream) else None
+        train_loader = StreamLoader(train_set, cfg.per_device_train_batch_size, train_collate, acc.device) if self.stream else DataLoader(
             train_set, cfg.per_device_train_batch_size, shuffle=True, collate_fn=train_collate, generator=generator,
             **options,
-        )
+        )  # fmt: skip
         eval_loader = DataLoader(
             eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate,
             generator=torch.Generator().manual_seed(cfg.seed), **options,  # evaluating never draws from the training RNG
@@ -268,7 +283,9 @@ class Trainer:
         )
         # what the best-weights file holds: the model, or only the head when it trains on cached features
         self.kept_module = acc.unwrap_model(self.module)
-        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
+        # a stream has no length: the run is one epoch of max_steps (the config requires max_steps)
+        self.batches_per_epoch = cfg.max_steps * cfg.gradient_accumulation_steps if self.stream else len(self.train_loader)
+        self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps))
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         # Not prepared: Accelerate would step it once per process; it steps once per optimizer step here.
@@ -330,6 +347,14 @@ class Trainer:
     def _resume(self, checkpoint: Path) -> None:
         """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint."""
         self.state = self.checkpoints.load(checkpoint)
+        if self.stream is not None:  # this process's stream position, buffer and RNG (stream_state_<rank>.json)
+            path = checkpoint / state_file(self.accelerator.process_index)
+            if not path.is_file():
+                raise ConfigError(
+                    f"{checkpoint} holds no {path.name}: it was not written by a streamed run with this number of "
+                    "processes. Resume with the same config and number of processes, or start afresh."
+                )
+            self.stream.load_state_dict(json.loads(path.read_text()))
         self._saved_step = self.state.global_step
         self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
 
@@ -354,9 +379,10 @@ class Trainer:
                 self._set_train_mode()
                 frozen = self._frozen_this_epoch()
                 self.train_loader.set_epoch(state.epoch)
-                loader = (
-                    acc.skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
-                )
+                loader = (  # a stream resumes at its saved position: nothing to skip
+                    acc.skip_first_batches(self.train_loader, state.batches_done)
+                    if state.batches_done and self.stream is None else self.train_loader
+                )  # fmt: skip
                 for batch, targets in loader:
                     with acc.accumulate(self.module):
                         loss = self._loss(batch, targets)
@@ -379,12 +405,12 @@ class Trainer:
                         state.global_step += 1
                         bar.update(1)
                         if state.global_step % cfg.logging_steps == 0:
-                            row = self._log_step(len(self.train_loader))
+                            row = self._log_step(self.batches_per_epoch)
                             bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=f"{row['train_samples_per_second']:.1f}")
                         if cfg.eval_strategy == "steps" and state.global_step % cfg.eval_steps == 0 and (
-                            state.global_step < self.total_steps and state.batches_done < len(self.train_loader)
+                            state.global_step < self.total_steps and state.batches_done < self.batches_per_epoch
                         ):  # the epoch's end evaluates anyway
-                            self._log_eval(len(self.train_loader))
+                            self._log_eval(self.batches_per_epoch)
                         if cfg.save_steps and state.global_step % cfg.save_steps == 0:
                             self._save_checkpoint()
                         if state.global_step >= self.total_steps:
@@ -547,8 +573,23 @@ class Trainer:
         """A resumable checkpoint of this step (see `Checkpoints.save`)."""
         loss_sum, loss_count = self._epoch_loss_totals() if self.state.batches_done else (0.0, 0)
         saved = {**asdict(self.state), "epoch_loss_sum": loss_sum, "epoch_loss_count": loss_count}
-        self.checkpoints.save(saved, self.module, self.optimizer)
+        own = {} if self.stream is None else {  # each process's stream position
+            state_file(self.accelerator.process_index): json.dumps(self.stream.state_dict())
+        }
+        self.checkpoints.save(saved, self.module, self.optimizer, process_files=own)
         self._saved_step = self.state.global_step
+
+    def _stream_summary(self) -> None:
+        """summary.json's `streaming`: what each process read from its shard (gathered on every process)."""
+        from accelerate.utils import gather_object
+
+        per_process = gather_object([self.stream.facts()])
+        skipped = [f for facts in per_process for f in facts["skipped_files"]]
+        self.extra_summary = {
+            **getattr(self, "extra_summary", {}),
+            "streaming": {"shuffle_buffer_size": self.cfg.dataset.shuffle_buffer_size, "processes": per_process},
+            "skipped_files": list(self.data.skipped) + skipped,
+        }
 
     def _save_on_interrupt(self) -> bool:
         """Checkpoint the current step (unless just saved) for `--resume`; True for the loop's return."""
