@@ -23,7 +23,7 @@ GOAL = (">=", 0.95)
 SIZES = {
     "quick": dict(model="test_resnet", size=32, batch=16, epochs=2, rounds=1, max_train=48),
     "cpu": dict(model="resnet18", size=64, batch=32, epochs=3, rounds=2, max_train=None),
-    "cuda": dict(model="resnet50", size=224, batch=64, epochs=3, rounds=2, max_train=None),
+    "cuda": dict(model="resnet50", size=224, batch=64, epochs=5, rounds=2, max_train=None),
 }
 
 
