@@ -19,9 +19,6 @@ PLOT_FILES = (CURVES_PNG, CONFUSION_PNG)
 
 def write_plots(output_dir: str | os.PathLike) -> list[Path]:
     """Draw training/training_curves.png and, for classification, training/confusion_matrix.png; return the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     directory = Path(output_dir)
     record = read_training_record(directory)
     written = []
@@ -77,14 +74,16 @@ def curves_figure(record: TrainingRecord) -> Any:
     The x-axis is the optimizer step when the record has step or in-epoch evaluation rows (so a run shorter than an
     epoch still draws curves), with the epoch on a second axis above; older records are plotted per epoch.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs, steps, evals = split_rows(record.metrics)
     by_step = bool(steps or evals)
     x_key = "step" if by_step else "epoch"
     main_key = main_metric(record)
-    fig, axes = plt.subplots(1, 2 if main_key else 1, figsize=(10 if main_key else 5, 4), squeeze=False)
+    # a Figure of its own, not pyplot's: no global figure state, and pyplot is not imported at all
+    fig = Figure(figsize=(10 if main_key else 5, 4))
+    axes = fig.subplots(1, 2 if main_key else 1, squeeze=False)
     loss_ax = axes[0][0]
     if steps:
         _line(loss_ax, _points(steps, x_key, "loss"), "training loss", marker=None if len(steps) > 30 else ".")
@@ -182,12 +181,13 @@ def _num_labels(record: TrainingRecord) -> int | None:
 
 def _plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> Path:
     """The confusion matrix of the final evaluation, counts annotated."""
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     counts = np.asarray(matrix, dtype=float)
     size = max(4.0, 0.5 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ticks = range(len(labels))
@@ -205,11 +205,8 @@ def _plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> P
 
 
 def _save_figure(fig: Any, path: Path) -> Path:
-    """Save a figure as PNG by atomic replace (never writing through a hard link), then close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a figure as PNG by atomic replace (never writing through a hard link)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
     atomic_write(path, buffer.getvalue())
     return path

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -74,7 +75,7 @@ def weights_fingerprint(module: nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")  # no copy of the bytes
     return digest.hexdigest()
 
 
@@ -172,8 +173,11 @@ def _shard_features(
 
     rows = _rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes)
     device = accelerator.device
+    # Workers decode in chunks small enough to keep all of them busy (a worker decodes a whole loader batch, so
+    # 2 batches of a small split would leave 6 of 8 workers idle); the backbone still runs on batch_size rows.
+    chunk = min(batch_size, max(1, math.ceil(len(rows) / num_workers))) if num_workers > 0 else batch_size
     loader = DataLoader(
-        Subset(dataset, list(rows)), batch_size, shuffle=False, collate_fn=make_collate(preprocess, task),
+        Subset(dataset, list(rows)), chunk, shuffle=False, collate_fn=make_collate(preprocess, task),
         generator=torch.Generator().manual_seed(seed),  # a hit and a miss leave the RNG alike
         **loader_options(num_workers, device, persistent=False),
     )  # fmt: skip
@@ -181,11 +185,35 @@ def _shard_features(
     out = []
     bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
     with accelerator.autocast(), _fast_layout(backbone, device) as layout:
-        for batch, _ in bar:
+        for batch in _rebatched((b for b, _ in bar), batch_size):
             batch = {k: layout(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             out.append(backbone(batch).float().cpu())
     dim = getattr(backbone, "feature_dim", 0)
     return torch.cat(out) if out else torch.zeros((0, dim), dtype=torch.float32)
+
+
+def _rebatched(chunks: Iterator[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:
+    """Concatenate consecutive batch chunks into batches of `size` rows (the last may be smaller).
+
+    Chunks whose tensors differ beyond the batch dimension (text padded per chunk) are passed on one by one.
+    """
+    pending: list[dict[str, Any]] = []
+    rows = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        rows += len(next(iter(chunk.values())))
+        if rows >= size:
+            yield from _concat(pending)
+            pending, rows = [], 0
+    yield from _concat(pending)
+
+
+def _concat(chunks: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One batch from chunks with the same keys and shapes, else the chunks as they are."""
+    if len(chunks) <= 1 or any(len({c[k].shape[1:] for c in chunks}) > 1 for k in chunks[0]):
+        yield from chunks
+        return
+    yield {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
 
 
 @contextlib.contextmanager
