@@ -14,14 +14,23 @@ built-in ones:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import labels as label_values
 from .errors import ConfigError
-from .metrics import classification_metrics, multi_label_metrics, regression_metrics
+from .metrics import (
+    ConfusionCounts,
+    ErrorSums,
+    LabelCounts,
+    classification_metrics,
+    multi_label_metrics,
+    regression_metrics,
+)
 
 T = TypeVar("T", bound=type["Task"])
 
@@ -41,7 +50,7 @@ class Task:
     card_template: ClassVar[str] = "classification.md.j2"
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch."""
+        """The training loss of a batch: a mean over its examples (evaluation weights each batch by its size)."""
         raise NotImplementedError
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -68,6 +77,11 @@ class Task:
     ) -> dict[str, Any]:
         """Every metric of the task on gathered logits and targets (eval_ keys, plus per-class figures)."""
         raise NotImplementedError
+
+    def metric_accumulator(self, labels: list[str] | None, threshold: float = 0.5) -> MetricAccumulator:
+        """What evaluation updates batch by batch (`update(logits, targets)`, then `compute()`): counts or sums where
+        the task defines them, so memory does not grow with the eval set; by default every batch, for compute_metrics."""
+        return CollectedOutputs(self, labels, threshold)
 
     def num_outputs(self, labels: list[str] | None, num_outputs: int | None) -> int:
         """Width of the head for these labels (or the requested number of outputs)."""
@@ -120,7 +134,10 @@ class Classification(Task):
         return names, {split: label_values.class_targets(r, mapping, len(names)) for split, r in rows.items()}
 
     def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102
-        return classification_metrics(logits.float().argmax(-1).cpu().numpy(), targets.long().cpu().numpy(), labels or [])
+        return classification_metrics(*_class_indices(logits, targets), labels or [])
+
+    def metric_accumulator(self, labels, threshold=0.5):  # noqa: D102
+        return SummedMetrics(ConfusionCounts(labels or []), _class_indices)
 
     def description(self, modality: str) -> str:
         return f"single-label {modality} classification"
@@ -150,8 +167,10 @@ class MultiLabel(Task):
         return names, {split: label_values.multi_hot(r, mapping, len(names)) for split, r in rows.items()}
 
     def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102
-        predictions = (logits.float().sigmoid() >= threshold).long().cpu().numpy()
-        return multi_label_metrics(predictions, targets.long().cpu().numpy(), labels or [])
+        return multi_label_metrics(*_label_decisions(logits, targets, threshold), labels or [])
+
+    def metric_accumulator(self, labels, threshold=0.5):  # noqa: D102
+        return SummedMetrics(LabelCounts(labels or []), lambda logits, targets: _label_decisions(logits, targets, threshold))
 
     def description(self, modality: str) -> str:
         return f"multi-label {modality} classification"
@@ -181,14 +200,75 @@ class Regression(Task):
         return None, {s: label_values.regression_targets(v, column, s, num_outputs) for s, v in values.items()}
 
     def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102
-        pred = logits.float().cpu().numpy()
-        return regression_metrics(pred.reshape(len(pred), -1), targets.float().cpu().numpy().reshape(len(pred), -1))
+        return regression_metrics(*_values(logits, targets))
+
+    def metric_accumulator(self, labels, threshold=0.5):  # noqa: D102
+        return SummedMetrics(ErrorSums(), _values)
 
     def description(self, modality: str) -> str:
         return f"{modality} regression"
 
     def tags(self) -> list[str]:
         return ["regression"]
+
+
+def _class_indices(logits: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true class indices (numpy)."""
+    return logits.float().argmax(-1).cpu().numpy(), targets.long().cpu().numpy()
+
+
+def _label_decisions(logits: torch.Tensor, targets: torch.Tensor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 decisions per label at the threshold, and the 0/1 targets (numpy)."""
+    return (logits.float().sigmoid() >= threshold).long().cpu().numpy(), targets.long().cpu().numpy()
+
+
+def _values(logits: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true values, [examples, outputs] (numpy)."""
+    pred = logits.float().cpu().numpy()
+    return pred.reshape(len(pred), -1), targets.float().cpu().numpy().reshape(len(pred), -1)
+
+
+class MetricAccumulator:
+    """Evaluation metrics built batch by batch: `update` with each batch's gathered logits and targets, then `compute`."""
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one batch."""
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Any]:
+        """The metrics of every batch added (eval_ keys, as `Task.compute_metrics` returns them)."""
+        raise NotImplementedError
+
+
+class SummedMetrics(MetricAccumulator):
+    """Counts or sums from `hubtl.metrics` (`add`/`compute`), fed with what `convert` makes of each batch's outputs."""
+
+    def __init__(self, sums: Any, convert: Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.sums, self.convert = sums, convert
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:  # noqa: D102
+        self.sums.add(*self.convert(logits, targets))
+
+    def compute(self) -> dict[str, Any]:  # noqa: D102
+        return self.sums.compute()
+
+
+class CollectedOutputs(MetricAccumulator):
+    """Every batch kept, for a task whose metrics need all outputs at once (its `compute_metrics`)."""
+
+    def __init__(self, task: Task, labels: list[str] | None, threshold: float) -> None:
+        self.task, self.labels, self.threshold = task, labels, threshold
+        self.logits: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:  # noqa: D102
+        self.logits.append(logits.detach().cpu())
+        self.targets.append(targets.detach().cpu())
+
+    def compute(self) -> dict[str, Any]:  # noqa: D102
+        if not self.logits:
+            return {}
+        return self.task.compute_metrics(torch.cat(self.logits), torch.cat(self.targets), self.labels, self.threshold)
 
 
 # The registry's only global state: tasks by name.

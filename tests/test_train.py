@@ -605,6 +605,48 @@ def test_multi_label_and_regression_metrics_by_hand() -> None:
     assert r["eval_r2"] == pytest.approx(1 - 2 / (8 / 3))
 
 
+@pytest.mark.parametrize("task, width", [("classification", 4), ("multi_label", 3), ("regression", 2)])
+def test_metrics_accumulated_batch_by_batch_equal_metrics_on_everything(task: str, width: int) -> None:
+    """Evaluation keeps counts and sums per batch (uneven batches here), never the outputs, and ends where one call ends."""
+    from hubtl.tasks import SummedMetrics, get_task
+
+    generator = torch.Generator().manual_seed(0)
+    n, labels = 997, [f"l{i}" for i in range(width)]
+    logits = torch.randn(n, width, generator=generator) * 3
+    targets = {
+        "classification": torch.randint(0, width, (n,), generator=generator),
+        "multi_label": torch.randint(0, 2, (n, width), generator=generator).float(),
+        "regression": torch.randn(n, width, generator=generator) * 4 + 10,
+    }[task]
+    kind = get_task(task)
+    accumulator = kind.metric_accumulator(labels if kind.uses_labels else None, 0.5)
+    assert isinstance(accumulator, SummedMetrics)
+    for start, end in [(0, 1), (1, 64), (64, 500), (500, 997)]:
+        accumulator.update(logits[start:end], targets[start:end])
+    summed = accumulator.compute()
+    whole = kind.compute_metrics(logits, targets, labels if kind.uses_labels else None, 0.5)
+    assert summed.keys() == whole.keys()
+    for key, value in whole.items():
+        if isinstance(value, float):
+            assert summed[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert summed[key] == value, key
+    # nothing kept grows with the number of examples
+    arrays = [v for v in vars(accumulator.sums).values() if isinstance(v, np.ndarray)]
+    assert all(a.size <= width * width for a in arrays)
+
+
+def test_a_task_with_only_compute_metrics_is_still_evaluated_on_every_batch() -> None:
+    from hubtl.tasks import Classification, CollectedOutputs, Task
+
+    # what a task that defines compute_metrics and no accumulator gets: the base class's, every batch kept
+    accumulator = Task.metric_accumulator(Classification(), ["a", "b"])
+    assert isinstance(accumulator, CollectedOutputs)
+    accumulator.update(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+    accumulator.update(torch.tensor([[0.0, 2.0], [2.0, 0.0]]), torch.tensor([1, 1]))
+    assert accumulator.compute()["eval_accuracy"] == pytest.approx(2 / 3)
+
+
 def test_ties_on_the_metric_keep_the_epoch_with_the_lower_eval_loss(images: Path, tmp_path: Path, caplog) -> None:
     out = tmp_path / "out"
     # every epoch classifies the 6 evaluation images the same way, while the loss keeps falling

@@ -530,17 +530,21 @@ class Trainer:
 
         acc = self.accelerator
         self.module.eval()
-        all_logits, all_targets = [], []
+        # metrics as counts and sums updated per batch (the task's accumulator): memory independent of the eval set
+        metrics = self.task.metric_accumulator(self.data.labels, self.model.threshold)
+        loss_sum, count = 0.0, 0
         batches = tqdm(self.eval_loader, desc="evaluate", unit="batch", leave=False, disable=not self._bars)
         for batch, targets in batches:
             logits = self.module(batch)
             logits, targets = acc.gather_for_metrics((logits.float(), targets))
-            all_logits.append(logits.cpu())
-            all_targets.append(targets.cpu())
+            if not len(targets):
+                continue
+            loss_sum += self.task.loss(logits, targets).item() * len(targets)  # the task's losses are means per example
+            count += len(targets)
+            metrics.update(logits, targets)
         self._set_train_mode()
-        logits, targets = torch.cat(all_logits), torch.cat(all_targets)
-        results = {"eval_loss": self.task.loss(logits, targets).item(), "eval_samples": len(targets)}
-        results.update(self.task.compute_metrics(logits, targets, self.data.labels, self.model.threshold))
+        results = {"eval_loss": loss_sum / count if count else float("nan"), "eval_samples": count}
+        results.update(metrics.compute())
         return results
 
     # ------------------------------------------------------------------ the epoch's training loss
