@@ -77,6 +77,9 @@ DDP = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
 # FSDP2 through Accelerate, each BertLayer (a layer group of the backbone) one unit; on CPU over gloo
 FSDP = ["--use_fsdp", "--fsdp_version", "2", "--num_processes", "2", "--num_machines", "1",
         "--fsdp_state_dict_type", "SHARDED_STATE_DICT"]
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+# the shipped example config file, as the README tells users to run it (2 processes here)
+FSDP_EXAMPLE = ["--config_file", str(EXAMPLES / "fsdp.yaml"), "--num_processes", "2"]
 
 
 def _launch(config: Path, out: Path, *overrides: str, check: bool = True, launch: list[str] = DDP,
@@ -185,17 +188,30 @@ def test_fsdp_resumes_exactly_after_a_kill(config: Path) -> None:
     """What a kill after step 9 (mid-epoch) leaves, resumed under FSDP, ends exactly as the uninterrupted run."""
     reference, killed = config.parent / "fsdp-reference", config.parent / "fsdp-killed"
     every = ["--per_device_train_batch_size", "4", "--save_steps", "3", "--save_total_limit", "10"]
-    _launch(config, reference, *every, launch=FSDP)
+    _launch(config, reference, *every, launch=FSDP_EXAMPLE)
     (killed / "checkpoints").mkdir(parents=True)
     shutil.copytree(reference / "checkpoints" / "checkpoint-9", killed / "checkpoints" / "checkpoint-9")
     shutil.copytree(reference / "checkpoints" / "best", killed / "checkpoints" / "best")
-    done = _launch(config, killed, *every, "--resume_from_checkpoint", "true", launch=FSDP)
+    done = _launch(config, killed, *every, "--resume_from_checkpoint", "true", launch=FSDP_EXAMPLE)
     assert "Resumed from" in done.stderr and "at step 9" in done.stderr
     untimed = [{k: v for k, v in row.items() if k not in ("epoch_time_s", "train_samples_per_second")} for row in _metrics(reference)]
     assert untimed == [{k: v for k, v in row.items() if k not in ("epoch_time_s", "train_samples_per_second")}
                        for row in _metrics(killed)]
     w1, w2 = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) <= 1e-6
+
+
+def test_the_example_accelerate_configs_parse() -> None:
+    """examples/accelerate/: one GPU, DDP, FSDP2, two nodes, read by Accelerate's own config loader."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    found = {path.stem: load_config_from_file(str(path)) for path in sorted(EXAMPLES.glob("*.yaml"))}
+    assert found.keys() == {"one_gpu", "multi_gpu", "fsdp", "two_nodes"}
+    assert found["one_gpu"].distributed_type == DistributedType.NO
+    assert found["multi_gpu"].distributed_type == DistributedType.MULTI_GPU
+    assert found["fsdp"].distributed_type == DistributedType.FSDP and found["fsdp"].fsdp_config["fsdp_version"] == 2
+    assert found["two_nodes"].num_machines == 2 and found["two_nodes"].num_processes == 16
 
 
 def test_two_machines_on_localhost_reach_the_same_evaluation_as_one(config: Path, one_process) -> None:
