@@ -70,9 +70,25 @@ class Features:
 
 
 def weights_fingerprint(module: nn.Module) -> str:
-    """A digest of every parameter and buffer (names, dtypes, shapes, values)."""
+    """A digest of every parameter and buffer (names, dtypes, shapes, values).
+
+    Kept on the module with the tensors' identities and in-place version counters, so the features of a second
+    split hash the weights again only if they changed.
+    """
+    state = module.state_dict()
+    versions = tuple((name, id(t), t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in sorted(state.items()))
+    kept = getattr(module, "_hubtl_weights_digest", None)
+    if kept is not None and kept[0] == versions:
+        return kept[1]
+    found = _digest(state)
+    module._hubtl_weights_digest = (versions, found)  # type: ignore[assignment]
+    return found
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    """blake2b over names, dtypes, shapes and bytes of a state dict, in name order."""
     digest = hashlib.blake2b(digest_size=20)
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")  # no copy of the bytes
@@ -173,9 +189,10 @@ def _shard_features(
 
     rows = _rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes)
     device = accelerator.device
-    # Workers decode in chunks small enough to keep all of them busy (a worker decodes a whole loader batch, so
-    # 2 batches of a small split would leave 6 of 8 workers idle); the backbone still runs on batch_size rows.
-    chunk = min(batch_size, max(1, math.ceil(len(rows) / num_workers))) if num_workers > 0 else batch_size
+    # Workers decode in chunks small enough to keep all of them busy from the first batch on (a worker decodes a
+    # whole loader batch: 2 batches of a small split would leave 6 of 8 workers idle, and the first would wait for
+    # one worker to decode batch_size images); the backbone still runs on batch_size rows.
+    chunk = min(batch_size, max(8, math.ceil(len(rows) / (4 * num_workers)))) if num_workers > 0 else batch_size
     loader = DataLoader(
         Subset(dataset, list(rows)), chunk, shuffle=False, collate_fn=make_collate(preprocess, task),
         generator=torch.Generator().manual_seed(seed),  # a hit and a miss leave the RNG alike
