@@ -75,7 +75,7 @@ def weights_fingerprint(module: nn.Module) -> str:
     Kept on the module with the tensors' identities and in-place version counters, so the features of a second
     split hash the weights again only if they changed.
     """
-    state = module.state_dict()
+    state = module.state_dict(keep_vars=True)  # the parameters themselves (a plain state_dict detaches new views)
     versions = tuple((name, id(t), t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in sorted(state.items()))
     kept = getattr(module, "_hubtl_weights_digest", None)
     if kept is not None and kept[0] == versions:
