@@ -4,7 +4,7 @@
 #   run(command="bash benchmarks/gpu.sh --quick", ...)            # ~1-2 min smoke run
 #   run(command="bash benchmarks/gpu.sh --mixed-precision bf16", ...)
 # Needs, prepared here once (see benchmarks/README.md): the wheels the GPU image lacks in .whl/
-# (datasets, dill, multiprocess) and the data copied into benchmarks/.data/ (hymenoptera/, sst2/).
+# (datasets, dill, multiprocess, pydantic, pydantic_core, annotated-types, typing-inspection, xxhash, fsspec) and the data copied into benchmarks/.data/ (hymenoptera/, sst2/).
 # Results come back as $OUT/results.json, $OUT/results.md, $OUT/run.log and $OUT/logs.tgz.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site . \
