@@ -252,6 +252,13 @@ def test_two_processes_share_the_feature_cache(config: Path) -> None:
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=0, atol=1e-5, msg=key)
+    # under FSDP the head on cached features is the sharded module: the saved model joins it to the frozen backbone
+    sharded = config.parent / "probe-fsdp"
+    _launch(config, sharded, "--per_device_train_batch_size", "4", *probe, launch=FSDP)
+    w3 = load_file(str(sharded / "model.safetensors"))
+    assert w3.keys() == w1.keys()
+    for key in w1:
+        torch.testing.assert_close(w1[key], w3[key], rtol=0, atol=1e-5, msg=key)
 
 
 def test_a_data_error_stops_every_process_with_one_message(config: Path) -> None:
