@@ -48,6 +48,11 @@ class PretrainingTrainer(Trainer):
         if not isinstance(config, PretrainingConfig):
             raise ConfigError("PretrainingTrainer takes a PretrainingConfig (load_pretraining_config reads one).")
         super().__init__(config)
+        if self.sharded:  # the backbone folder is written from the unsharded backbone (save_backbone_folder)
+            raise ConfigError(
+                "hubtl pretrain does not run under FSDP; launch it data parallel instead "
+                "(accelerate launch --multi_gpu ... -m hubtl.pretrain CONFIG.yaml)."
+            )
         self.objective: Objective | None = None
         self.initial_results: dict[str, Any] = {}
 
