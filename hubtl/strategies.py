@@ -45,6 +45,8 @@ class Strategy:
     freezes_backbone: ClassVar[bool] = False
     #: True when the strategy trains on examples without labels (`dataset.unlabeled_split` / `unlabeled_files`)
     reads_unlabeled: ClassVar[bool] = False
+    #: why the strategy cannot run on a sharded model (FSDP), and what to do instead; None when it can
+    fsdp_refusal: ClassVar[str | None] = None
 
     def check(self, config: TrainingConfig) -> None:
         """Refuse config values this strategy cannot use (raise ConfigError)."""
@@ -141,6 +143,10 @@ class LoRA(Strategy):
     name = "lora"
     description = "LoRA: the backbone's weights stayed frozen while low-rank adapters (through PEFT) were trained with the head."
     config_keys = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+    fsdp_refusal = (
+        "the adapters are merged into the encoder when saving. LoRA trains few parameters: launch without "
+        "--use_fsdp (data parallel) instead"
+    )
 
     def check(self, config: TrainingConfig) -> None:
         if config.lora_r < 1:

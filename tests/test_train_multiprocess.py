@@ -269,3 +269,21 @@ def test_a_data_error_stops_every_process_with_one_message(config: Path) -> None
     # no process waited at a barrier until it timed out, and no hubtl traceback was printed
     assert "hubtl/" not in "".join(line for line in done.stderr.splitlines() if line.strip().startswith("File "))
     assert "exitcode  : 2" in done.stderr  # the main process's clean exit is what the launcher reports first
+
+
+def test_a_strategy_that_cannot_be_sharded_is_refused_under_fsdp() -> None:
+    """Strategy.fsdp_refusal (lora: adapters merged at save) stops a sharded run before data is read; others pass."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from hubtl.errors import ConfigError
+    from hubtl.strategies import get_strategy
+    from hubtl.training.parallel import check_fsdp_config
+
+    sharded, plain = SimpleNamespace(distributed_type=DistributedType.FSDP), SimpleNamespace(distributed_type=DistributedType.NO)
+    with pytest.raises(ConfigError, match="strategy lora is not supported with FSDP.*without --use_fsdp"):
+        check_fsdp_config(sharded, get_strategy("lora"))
+    check_fsdp_config(plain, get_strategy("lora"))
+    for name in ("full", "linear_probe", "gradual", "distill"):
+        check_fsdp_config(sharded, get_strategy(name))

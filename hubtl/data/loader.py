@@ -36,7 +36,8 @@ def default_num_workers(modality: str, configured: int | None = None) -> int:
 
 def loader_options(num_workers: int, device: Any, persistent: bool = True) -> dict[str, Any]:
     """DataLoader keyword arguments: pinned memory on CUDA, workers kept across epochs, two batches in flight per worker."""
-    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": getattr(device, "type", str(device)) == "cuda"}
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": cuda}
     if num_workers > 0:
-        options.update(persistent_workers=persistent, prefetch_factor=2 if options["pin_memory"] is False else 4)
+        options.update(persistent_workers=persistent, prefetch_factor=4 if cuda else 2)
     return options

@@ -24,6 +24,7 @@ import numpy as np
 from ..backbones.registry import create_backbone, get_plugin, split_backbone_name
 from ..config import TrainingConfig, load_config
 from ..data import load_transfer_data
+from ..data.loader import default_num_workers
 from ..errors import ConfigError, HubtlError
 from ..features import backbone_features
 from ..metrics import metric_key
@@ -273,7 +274,7 @@ def _score(acc: Any, cfg: TrainingConfig, candidate: Candidate, data: Any, task:
         for split, dataset in splits.items():
             found = backbone_features(
                 acc, backbone, dataset, preprocess, task=cfg.task, batch_size=cfg.per_device_eval_batch_size,
-                num_workers=_workers(cfg, data.modality), seed=cfg.seed,
+                num_workers=default_num_workers(data.modality, cfg.dataloader_num_workers), seed=cfg.seed,
                 describe={"backbone": candidate.backbone, "dataset": cfg.dataset.source, "split": split},
                 progress=f"{candidate.name} ({split})" if acc.is_main_process and not cfg.disable_tqdm else None,
             )  # fmt: skip
@@ -310,13 +311,6 @@ def _scores(features: dict[str, Any], task: Any, labels: list[str] | None, wante
         if not np.isfinite(scores[name]):
             raise ValueError(f"the {name} score is not finite ({scores[name]}); the features may hold NaN or inf")
     return scores
-
-
-def _workers(cfg: TrainingConfig, modality: str) -> int:
-    """DataLoader workers, as training chooses them."""
-    from ..data.loader import default_num_workers
-
-    return default_num_workers(modality, cfg.dataloader_num_workers)
 
 
 def _fine_tune_top(result: RankResult, cfg: TrainingConfig, output: Path, top: int, main: bool) -> None:

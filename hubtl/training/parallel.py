@@ -44,15 +44,10 @@ def is_sharded(accelerator: Any) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
-def check_fsdp_config(accelerator: Any, strategy: str) -> None:
-    """Refuse what FSDP cannot do in hubtl, before any data is read."""
-    if not is_sharded(accelerator):
-        return
-    if strategy == "lora":
-        raise ConfigError(
-            "strategy lora is not supported with FSDP (the adapters are merged into the encoder when saving). "
-            "LoRA trains few parameters: launch without --use_fsdp (data parallel) instead."
-        )
+def check_fsdp_config(accelerator: Any, strategy: Any) -> None:
+    """Refuse a strategy that cannot run on a sharded model (its `fsdp_refusal`), before any data is read."""
+    if is_sharded(accelerator) and strategy.fsdp_refusal:
+        raise ConfigError(f"strategy {strategy.name} is not supported with FSDP: {strategy.fsdp_refusal}.")
 
 
 def layer_group_modules(model: nn.Module, groups: list[list[nn.Parameter]]) -> list[nn.Module]:
@@ -89,8 +84,10 @@ def set_wrap_policy(accelerator: Any, module: nn.Module, groups: list[list[nn.Pa
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
     plugin = accelerator.state.fsdp_plugin
-    if plugin is None or plugin.transformer_cls_names_to_wrap:
-        return list(plugin.transformer_cls_names_to_wrap or []) if plugin else []
+    if plugin is None:
+        return []
+    if plugin.transformer_cls_names_to_wrap:  # named at launch
+        return list(plugin.transformer_cls_names_to_wrap)
     if plugin.auto_wrap_policy not in (None, transformer_auto_wrap_policy):
         return []  # e.g. SIZE_BASED_WRAP, as launched
     names = wrap_class_names(module, layer_group_modules(module, groups))

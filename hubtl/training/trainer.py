@@ -173,7 +173,7 @@ class Trainer:
                 f"dataset.unlabeled_split / unlabeled_files are read by strategies that train without labels (distill), "
                 f"not by {cfg.strategy}. Set strategy: distill with a teacher, or remove them."
             ))
-        checks.append(lambda: check_fsdp_config(self.accelerator, cfg.strategy))
+        checks.append(lambda: check_fsdp_config(self.accelerator, self.strategy))
         for check in checks:
             try:
                 check()
@@ -603,7 +603,7 @@ class Trainer:
 
     def _model_weights(self, kept: dict[str, Any]) -> dict[str, Any]:
         """The TransferModel's full state dict from the trained module's (the head on cached features: add the backbone's)."""
-        if self.module is self.model:
+        if self.kept_module is self.model:
             return kept
         return {**{f"backbone.{k}": v for k, v in self.model.backbone.state_dict().items()}, **kept}
 
