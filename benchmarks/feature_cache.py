@@ -96,12 +96,8 @@ def text_probe(data: str, work: str, store: str, out: str, encoder: str, epochs:
 
     os.environ["HUBTL_CACHE"] = store
     encoder_dir = text_encoder_dir(work, encoder, data)
-    dataset: dict[str, Any] = {"path": f"{data}/sst2", "data_files": {"train": "train.tsv", "validation": "dev.tsv"},
-                               "column_names": ["sentence", "label"], "text_column": "sentence"}
-    if max_train:
-        dataset["max_train_samples"] = max_train
-    if max_eval:
-        dataset["max_eval_samples"] = max_eval
+    dataset = _capped({"path": f"{data}/sst2", "data_files": {"train": "train.tsv", "validation": "dev.tsv"},
+                       "column_names": ["sentence", "label"], "text_column": "sentence"}, max_train, max_eval)
     started = time.perf_counter()
     result = train({
         "backbone": f"transformers:{encoder_dir}", "dataset": dataset, "strategy": "linear_probe",
@@ -173,11 +169,7 @@ def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, 
     import hubtl.backbones.timm  # noqa: F401
     from hubtl.train import train
 
-    dataset: dict[str, Any] = {"path": f"{data}/hymenoptera"}
-    if max_train:
-        dataset["max_train_samples"] = max_train
-    if max_eval:
-        dataset["max_eval_samples"] = max_eval
+    dataset = _capped({"path": f"{data}/hymenoptera"}, max_train, max_eval)
     started = time.perf_counter()
     result = train({
         "backbone": f"timm:{model}", "pretrained": False, "backbone_kwargs": {"image_size": size},
@@ -195,3 +187,9 @@ def probe(cache: bool, data: str, out: str, model: str, size: int, epochs: int, 
     parts = {PHASES.get(name, name): seconds for name, seconds in phases.items()}
     return {"train_s": train_s, "runtime_s": summary["runtime_s"], "epochs": len(result.metrics),
             "epoch_s": [m["epoch_time_s"] for m in result.metrics], "parts": parts}
+
+
+def _capped(dataset: dict[str, Any], max_train: int | None, max_eval: int | None) -> dict[str, Any]:
+    """A `dataset:` section with the example caps of the quick sizes (none in the measured ones)."""
+    return {**dataset, **({"max_train_samples": max_train} if max_train else {}),
+            **({"max_eval_samples": max_eval} if max_eval else {})}
