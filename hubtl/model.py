@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .backbones.base import Backbone, Preprocessor
+from .backbones.base import Backbone, Preprocessor, length_order
 from .backbones.registry import backbone_from_spec, create_backbone, get_plugin
 from .errors import ConfigError, ConfigFileError, HubtlError, InvalidInputError, ModelLoadError
 from .heads import Head, HeadConfig
@@ -125,14 +125,20 @@ class TransferModel(nn.Module):
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
+        # texts of similar length batched together pad less (one batch is left as given)
+        order = length_order(preprocess, examples) if len(examples) > batch_size else None
+        ordered = examples if order is None else [examples[i] for i in order]
         try:
             outputs = []
-            for start in range(0, len(examples), batch_size):
-                batch = preprocess(examples[start : start + batch_size])
+            for start in range(0, len(ordered), batch_size):
+                batch = preprocess(ordered[start : start + batch_size])
                 outputs.append(module({k: v.to(device) for k, v in batch.items()}).float().cpu())
         finally:
             self.train(was_training)
-        return torch.cat(outputs)
+        result = torch.cat(outputs)
+        if order is not None:
+            result[torch.tensor(order)] = result.clone()  # back to the order given
+        return result
 
     # ------------------------------------------------------------------ saving
 

@@ -106,6 +106,23 @@ def test_features_are_stored_once_memory_mapped_and_equal_to_a_fresh_computation
     assert not list(feature_cache_dir.glob(".staging-*"))  # nothing half-written left behind
 
 
+def test_texts_are_batched_by_length_and_their_features_come_back_in_example_order(tiny_bert: str, tmp_path: Path) -> None:
+    # lengths from 1 to 40 words, shuffled: sorted batches pad less, and every row must still be its own example's
+    words = [" ".join(["word"] * n) + f" number {n}" for n in np.random.default_rng(0).permutation(40) + 1]
+    (tmp_path / "train.tsv").write_text("".join(f"{s}\t{'pos' if i % 2 else 'neg'}\n" for i, s in enumerate(words)))
+    (tmp_path / "dev.tsv").write_text("one\tpos\ntwo words\tneg\n")
+    data = load_transfer_data(DatasetConfig(**_dataset(tmp_path)), task="classification", modality="text")
+    backbone = create_backbone(tiny_bert, pretrained=True)
+    preprocess = backbone.preprocessor()
+    texts = [data.train[i][0] for i in range(len(data.train))]
+    features = backbone_features(Accelerator(cpu=True), backbone, data.train, preprocess, task="classification",
+                                 batch_size=8, num_workers=0, seed=0).dataset.matrix()  # fmt: skip
+    with torch.no_grad():
+        one_by_one = torch.cat([backbone(preprocess([t])) for t in texts])
+    torch.testing.assert_close(features, one_by_one, rtol=1e-4, atol=1e-5)
+    assert len({len(t) for t in texts}) == 40 and preprocess.input_length(texts[0]) == len(texts[0])
+
+
 def test_a_damaged_entry_is_computed_again_not_used(tiny_bert: str, texts: Path, feature_cache_dir: Path) -> None:
     acc = Accelerator(cpu=True)
     backbone = create_backbone(tiny_bert, pretrained=True)

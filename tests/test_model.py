@@ -223,6 +223,10 @@ def test_batching_does_not_change_outputs(roundtrip: dict) -> None:
     case = roundtrip[TEXT_BACKBONE, "regression"]
     one_by_one = case["model"].logits(case["inputs"], batch_size=1)
     assert torch.allclose(one_by_one, case["logits"], atol=1e-5)  # mean pooling ignores the padding
+    # more inputs than a batch: batched longest first, returned in the order given
+    by_length = case["model"].logits(case["inputs"], batch_size=2)
+    assert len({len(t) for t in case["inputs"]}) == len(case["inputs"]) > 2
+    assert torch.allclose(by_length, one_by_one, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- layer groups

@@ -46,8 +46,24 @@ class Preprocessor(abc.ABC):
         """JSON-able preprocessing parameters, recorded in the saved model's config.json."""
         return {}
 
+    def input_length(self, example: Any) -> int | None:
+        """A cheap size estimate of one raw example (a text's characters), or None when all cost alike (images).
+
+        Inference over many examples (the feature pass, `predict`) batches examples of similar size together, so a
+        preprocessor that pads to the longest of a batch pads little.
+        """
+        return None
+
     def save_files(self, directory: Path) -> None:
         """Write the files a consumer without hubtl needs to preprocess (a tokenizer's); none by default (exports use it)."""
+
+
+def length_order(preprocess: Preprocessor, examples: Sequence[Any]) -> list[int] | None:
+    """Positions of `examples`, longest first by `preprocess.input_length`; None when it gives no lengths."""
+    if not examples or preprocess.input_length(examples[0]) is None:
+        return None
+    lengths = [preprocess.input_length(x) or 0 for x in examples]
+    return sorted(range(len(examples)), key=lambda i: -lengths[i])
 
 
 class Backbone(nn.Module, abc.ABC):

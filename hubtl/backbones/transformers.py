@@ -46,6 +46,9 @@ class TextPreprocessor(Preprocessor):
         texts = [t.lower() for t in examples] if self.do_lower_case else list(examples)
         return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
 
+    def input_length(self, example: Any) -> int | None:
+        return len(example) if isinstance(example, str) else None
+
     def save_files(self, directory: Path) -> None:
         """Write the tokenizer's files (tokenizer.json, vocabulary, special tokens), as transformers saves them."""
         self.tokenizer.save_pretrained(directory)

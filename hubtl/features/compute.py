@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..backbones.base import length_order
 from ..data import make_collate
 from ..data.loader import loader_options
 from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
@@ -187,14 +188,15 @@ def _shard_features(
     """This process's slice of the features, in example order (float32, on the CPU)."""
     from tqdm.auto import tqdm
 
-    rows = _rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes)
+    rows = list(_rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes))
+    order = _length_order(dataset, rows, preprocess)  # texts of similar length batched together: short padding
     device = accelerator.device
     # Workers decode in chunks small enough to keep all of them busy from the first batch on (a worker decodes a
     # whole loader batch: 2 batches of a small split would leave 6 of 8 workers idle, and the first would wait for
     # one worker to decode batch_size images); the backbone still runs on batch_size rows.
     chunk = min(batch_size, max(8, math.ceil(len(rows) / (4 * num_workers)))) if num_workers > 0 else batch_size
     loader = DataLoader(
-        Subset(dataset, list(rows)), chunk, shuffle=False, collate_fn=make_collate(preprocess, task),
+        Subset(dataset, rows if order is None else [rows[i] for i in order]), chunk, shuffle=False, collate_fn=make_collate(preprocess, task),
         generator=torch.Generator().manual_seed(seed),  # a hit and a miss leave the RNG alike
         **loader_options(num_workers, device, persistent=False),
     )  # fmt: skip
@@ -205,8 +207,21 @@ def _shard_features(
         for batch in _rebatched((b for b, _ in bar), batch_size):
             batch = {k: layout(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             out.append(backbone(batch).float().cpu())
-    dim = getattr(backbone, "feature_dim", 0)
-    return torch.cat(out) if out else torch.zeros((0, dim), dtype=torch.float32)
+    if not out:
+        return torch.zeros((0, getattr(backbone, "feature_dim", 0)), dtype=torch.float32)
+    features = torch.cat(out)
+    if order is not None:
+        features[torch.tensor(order)] = features.clone()  # back to example order
+    return features
+
+
+def _length_order(dataset: Any, rows: list[int], preprocess: Any) -> list[int] | None:
+    """Positions of `rows` longest input first, when the preprocessor estimates input lengths (texts); else None."""
+    if not rows or preprocess.input_length(dataset[rows[0]][0]) is None:
+        return None
+    fetch = getattr(dataset, "__getitems__", None) or (lambda indices: [dataset[i] for i in indices])
+    inputs = [x for start in range(0, len(rows), 4096) for x, _ in fetch(rows[start:start + 4096])]
+    return length_order(preprocess, inputs)
 
 
 def _rebatched(chunks: Iterator[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:
