@@ -22,8 +22,12 @@ def describe(image: ImageInput) -> str:
     return type(image).__name__
 
 
-def load_image(image: ImageInput) -> Image.Image:
-    """Decode one raw image input to an RGB PIL image, or raise InvalidInputError saying which file failed."""
+def load_image(image: ImageInput, min_size: int | None = None) -> Image.Image:
+    """Decode one raw image input to an RGB PIL image, or raise InvalidInputError saying which file failed.
+
+    With `min_size`, a JPEG file is decoded at 1/2, 1/4 or 1/8 scale (PIL's `draft`, see `jpeg_scale`) as long as
+    both sides stay at least `min_size` pixels: several times faster for large photos. PIL images are returned as they are.
+    """
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:
@@ -38,6 +42,9 @@ def load_image(image: ImageInput) -> Image.Image:
                 f"Cannot read an image from a {type(image).__name__}; pass a PIL image or a path to an image file."
             )
         with Image.open(source) as img:
+            scale = jpeg_scale(img.size, min_size) if min_size and img.format == "JPEG" else 1
+            if scale > 1:
+                img.draft("RGB", (img.width // scale, img.height // scale))
             img.load()
             return img.convert("RGB")
     except FileNotFoundError as err:
@@ -50,10 +57,23 @@ def load_image(image: ImageInput) -> Image.Image:
         ) from err
 
 
+def jpeg_scale(size: tuple[int, int], min_size: int) -> int:
+    """The largest JPEG decoding scale divisor (8, 4, 2, else 1) that divides both sides and keeps them ≥ min_size.
+
+    Dividing exactly keeps the decoded image the original scaled down, aspect ratio included, so the resize after it
+    gives the same output size as from a full decode.
+    """
+    width, height = size
+    return next((s for s in (8, 4, 2) if width % s == 0 and height % s == 0 and min(width, height) // s >= min_size), 1)
+
+
 def is_readable_image(image: ImageInput) -> bool:
-    """True when the input decodes as an image; used to skip bad files before training starts."""
+    """True when the input decodes as an image; used to skip bad files before training starts.
+
+    JPEGs are decoded at 1/8 scale: every byte of the file is still read and entropy-decoded (a truncated file fails
+    as in a full decode), at a fraction of the cost."""
     try:
-        load_image(image)
+        load_image(image, min_size=1)
     except InvalidInputError:
         return False
     return True

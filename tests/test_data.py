@@ -439,3 +439,25 @@ def test_data_files_without_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(data.train) == 8 and len(data.eval) == 4 and data.labels == ["a", "b"]
     with pytest.raises(ConfigError, match=r"dataset\.path is empty and no dataset\.data_files"):
         load_transfer_data(DatasetConfig(), task="classification", modality="text")
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_for_evaluation_and_the_onnx_consumer_does_the_same(tmp_path):
+    from hubtl.backbones.timm import ImagePreprocessor
+    from hubtl.export.onnx_consumer import preprocess_image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:768, 0:1024]
+    photo = np.stack([x / 4, y / 3, (x + y) / 7], axis=-1) % 256 + rng.normal(0, 4, (768, 1024, 3))
+    Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(tmp_path / "photo.jpg", quality=92)
+    Image.fromarray(photo[:767, :1023].clip(0, 255).astype(np.uint8)).save(tmp_path / "odd.jpg", quality=92)
+    preprocess = ImagePreprocessor({"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0})
+    assert preprocess.decode_size() == 96  # 3 x the 32-pixel resize target
+    assert load_image(tmp_path / "photo.jpg", min_size=96).size == (128, 96)  # 1/8: both sides still >= 96
+    assert load_image(tmp_path / "photo.jpg", min_size=97).size == (256, 192)  # 1/4
+    assert load_image(tmp_path / "odd.jpg", min_size=96).size == (1023, 767)  # no exact divisor: decoded in full
+    drafted = preprocess([tmp_path / "photo.jpg"])["pixel_values"]
+    full = preprocess([Image.open(tmp_path / "photo.jpg")])["pixel_values"]  # a PIL image is never re-decoded
+    assert drafted.shape == full.shape and 0 < (drafted - full).abs().mean() < 0.02
+    assert (drafted - full).abs().max() < 0.15
+    consumer = preprocess_image(tmp_path / "photo.jpg", preprocess.config())
+    np.testing.assert_allclose(consumer, drafted[0].numpy(), atol=1e-6)

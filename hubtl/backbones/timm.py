@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .registry import suggest
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos", "random")
 CROP_MODES = ("center", "squash", "border")
+#: Evaluation decodes JPEGs at reduced scale while both sides stay this many times the resize target (see decode_size).
+JPEG_DRAFT_GAP = 3
 #: Largest image side a data config may ask for (a saved config is a stranger's: bound what it makes us allocate).
 MAX_IMAGE_SIZE = 8192
 #: timm architecture hyperparameters a saved spec may carry; keys that make timm open files or fetch configs
@@ -58,10 +61,22 @@ class ImagePreprocessor(Preprocessor):
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         if len(examples) == 0:
             raise InvalidInputError("No images given; pass at least one PIL image or image path.")
-        return {"pixel_values": torch.stack([self.transform(load_image(x)) for x in examples])}
+        size = None if self.train else self.decode_size()
+        return {"pixel_values": torch.stack([self.transform(load_image(x, min_size=size)) for x in examples])}
+
+    def decode_size(self) -> int:
+        """The smallest side a JPEG file is decoded at: JPEG_DRAFT_GAP times the side the eval transform resizes to.
+
+        The resize then still averages several decoded pixels into each output pixel, so the result is practically
+        that of a full decode (Pillow's guidance for its `reducing_gap`); random crops (training) decode in full.
+        """
+        _, height, width = self.data_config.get("input_size", (3, 224, 224))
+        crop_pct = self.data_config.get("crop_pct") or timm.data.DEFAULT_CROP_PCT
+        return JPEG_DRAFT_GAP * max(math.floor(height / crop_pct), math.floor(width / crop_pct))
 
     def config(self) -> dict[str, Any]:
-        return {"type": "image", **{k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}
+        return {"type": "image", **data, "jpeg_draft_gap": JPEG_DRAFT_GAP}
 
 
 def check_data_config(data_config: Any) -> dict[str, Any]:

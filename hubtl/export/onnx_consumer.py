@@ -81,15 +81,20 @@ def preprocess_image(image: Any, config: dict[str, Any]) -> np.ndarray:
     """timm's evaluation transform in Pillow and numpy: resize the short side, centre-crop, scale, normalise; [C, H, W]."""
     from PIL import Image
 
-    if not isinstance(image, Image.Image):
-        with Image.open(image) as opened:
-            image = opened.convert("RGB")
-    image = image.convert("RGB")
     _, height, width = config["input_size"]
     crop_pct = config.get("crop_pct") or 0.875
     mode = config.get("crop_mode") or "center"
     resample = RESAMPLING[config.get("interpolation") or "bilinear"]
     scale_h, scale_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
+    if not isinstance(image, Image.Image):
+        with Image.open(image) as opened:
+            if config.get("jpeg_draft_gap") and opened.format == "JPEG":  # large JPEGs decoded at 1/2, 1/4, 1/8 scale
+                side, (w, h) = config["jpeg_draft_gap"] * max(scale_h, scale_w), opened.size
+                scale = next((s for s in (8, 4, 2) if w % s == 0 and h % s == 0 and min(w, h) // s >= side), 1)
+                if scale > 1:
+                    opened.draft("RGB", (w // scale, h // scale))
+            image = opened.convert("RGB")
+    image = image.convert("RGB")
     w, h = image.size
     if mode == "squash":
         image = image.resize((scale_w, scale_h), resample)
