@@ -7,7 +7,7 @@ and the median of the timed repetitions is reported. Nothing here is imported by
 except through `python -m benchmarks --quick`, and no test asserts a time.
 
 Groups (one module each): train_step, image_e2e, feature_cache, cold_start, predict, data_parallel, onnx_runtime,
-distill_latency, fsdp.
+distill_latency, fsdp, group_by_length.
 """
 
-GROUPS = ("train_step", "image_e2e", "feature_cache", "cold_start", "predict", "data_parallel", "onnx_runtime", "distill_latency", "fsdp")
+GROUPS = ("train_step", "image_e2e", "feature_cache", "cold_start", "predict", "data_parallel", "onnx_runtime", "distill_latency", "fsdp", "group_by_length")

@@ -114,6 +114,7 @@ class TrainingConfig:
     resume_from_checkpoint: str | bool | None = _opt(None, "a checkpoint folder, or true (--resume) for the latest one")
     overwrite_output_dir: bool = _opt(False, "start afresh in an output_dir that holds an earlier run")
     dataloader_num_workers: int | None = _opt(None, "DataLoader workers (default: images one per spare CPU core of the process, 2 to 8; text 0)")
+    group_by_length: bool = _opt(False, "train on batches of texts of similar length (shuffled in groups of up to 50 batches, as transformers): less padding")
     logging_steps: int = _opt(10, "record loss, learning rate and throughput every this many optimizer steps")
     report_to: str = _opt("auto", "auto | none | tensorboard (auto: TensorBoard when installed)")
     strict: bool = _opt(False, "fail on unreadable images instead of skipping them")
@@ -392,6 +393,8 @@ def _check_streaming(cfg: TrainingConfig) -> None:
         )
     if cfg.early_stopping_patience is not None:
         problems.append("early_stopping_patience counts epochs, and a streamed run is one (max_steps long): remove it")
+    if cfg.group_by_length:
+        problems.append("group_by_length needs every example's length before the epoch starts: remove it")
     if problems:
         raise ConfigError("dataset.streaming: " + "; ".join(problems) + ".")
 

@@ -70,6 +70,7 @@ TOP_LEVEL = {
     "resume_from_checkpoint": ("runs/x/checkpoints/checkpoint-50", "runs/x/checkpoints/checkpoint-50"),
     "overwrite_output_dir": ("true", True),
     "dataloader_num_workers": ("0", 0),
+    "group_by_length": ("true", True),
     "logging_steps": ("5", 5),
     "report_to": ("none", "none"),
     "strict": ("true", True),

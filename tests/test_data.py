@@ -461,3 +461,22 @@ def test_large_jpegs_are_decoded_at_reduced_scale_for_evaluation_and_the_onnx_co
     assert (drafted - full).abs().max() < 0.15
     consumer = preprocess_image(tmp_path / "photo.jpg", preprocess.config())
     np.testing.assert_allclose(consumer, drafted[0].numpy(), atol=1e-6)
+
+
+def test_length_grouped_sampler_batches_similar_lengths_and_is_seeded_per_epoch():
+    from hubtl.data.lengths import LengthGroupedSampler
+
+    lengths = np.random.default_rng(0).integers(1, 200, 400).tolist()
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(400)) and first == list(sampler)  # every example once; the epoch's order kept
+    assert first == list(LengthGroupedSampler(lengths, batch_size=8, seed=3))  # drawn from the seed alone
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and sorted(second) == list(range(400))
+
+    def padded(order: list[int]) -> int:  # tokens a pad-to-the-longest batch of 8 holds
+        return sum(8 * max(lengths[i] for i in order[s:s + 8]) for s in range(0, len(order), 8))
+
+    assert padded(first) < 0.75 * padded(np.random.default_rng(1).permutation(400).tolist())
+    assert lengths[first[0]] == max(lengths)  # the longest batch first (an out-of-memory error comes early)

@@ -185,6 +185,7 @@ def test_streaming_needs_a_finite_eval_split(root: Path) -> None:
         ({}, {}, "no length.*set max_steps"),
         ({"max_steps": 5, "dataloader_num_workers": 2}, {}, "remove dataloader_num_workers"),
         ({"max_steps": 5, "early_stopping_patience": 2}, {}, "remove it"),
+        ({"max_steps": 5, "group_by_length": True}, {}, "group_by_length needs every example's length.*remove it"),
         ({"max_steps": 5}, {"shuffle_buffer_size": 0}, "shuffle_buffer_size must be >= 1"),
         ({"max_steps": 5, "strategy": "distill", "teacher": "some/teacher"}, {}, "finite training split.*streaming: false"),
     ],

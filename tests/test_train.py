@@ -529,6 +529,43 @@ def test_max_steps_and_the_schedule(tiny_bert: str, texts: Path, tmp_path: Path)
     assert [r["learning_rate"] for r in result.metrics] == pytest.approx([0.1 * 3 / 9, 0.0])
 
 
+@pytest.fixture(scope="module")
+def uneven_texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Header-less train.tsv (48 rows) and dev.tsv (16 rows) whose sentences run from 2 to 49 words."""
+    root = tmp_path_factory.mktemp("uneven")
+    rng = np.random.default_rng(0)
+    for name, n in (("train.tsv", 48), ("dev.tsv", 16)):
+        rows = []
+        for i in range(n):
+            words = POSITIVE if i % 2 == 0 else NEGATIVE
+            sentence = " ".join(words[j % len(words)] for j in range(int(rng.integers(2, 50))))
+            rows.append(f"{sentence}\t{'pos' if i % 2 == 0 else 'neg'}\n")
+        (root / name).write_text("".join(rows))
+    return root
+
+
+def test_group_by_length_trains_and_resumes_exactly(tiny_bert: str, uneven_texts: Path, tmp_path: Path, caplog) -> None:
+    every = {"strategy": "full", "learning_rate": 5e-3, "group_by_length": True, "save_steps": 3, "save_total_limit": 10,
+             **NO_DROPOUT}  # fmt: skip
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    train(_bert(tiny_bert, uneven_texts, reference, **every))
+    (resumed / "checkpoints").mkdir(parents=True)  # what a kill after step 9 (mid-epoch 2 of 6 steps each) leaves
+    for kept in ("checkpoint-9", "best"):
+        shutil.copytree(reference / "checkpoints" / kept, resumed / "checkpoints" / kept)
+    train(_bert(tiny_bert, uneven_texts, resumed, resume_from_checkpoint=True, **every))
+    assert "at step 9" in _messages(caplog)
+    _assert_same_weights(reference, resumed, atol=1e-6)
+    _same_history(reference, resumed)
+    train(_bert(tiny_bert, uneven_texts, tmp_path / "shuffled", **{**every, "group_by_length": False}))
+    plain, grouped = _weights(tmp_path / "shuffled"), _weights(reference)
+    assert any(not torch.equal(plain[k], grouped[k]) for k in plain)  # other batches: the option took effect
+
+
+def test_group_by_length_is_refused_for_images(images: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="group_by_length.*no length.*remove group_by_length"):
+        train(_timm(images, tmp_path / "out", strategy="full", group_by_length=True))
+
+
 def test_repeated_runs_in_one_process_with_other_precision(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
     """Accelerate's state is a per-process singleton: a second run with another mixed_precision must work."""
     values = {"strategy": "full", "learning_rate": 1e-3, "num_train_epochs": 1}

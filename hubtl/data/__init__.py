@@ -4,6 +4,7 @@ checked (raw input, target) pairs the trainer reads.
 - `config`: `DatasetConfig`, the `dataset:` section of a training config.
 - `sources`: where the data comes from, read into splits (a new kind of source goes here).
 - `dataset`: splits, columns and labels turned into `TransferData`; `make_collate` for DataLoaders.
+- `lengths`: input lengths (texts) for batching similar lengths together: the feature pass, `group_by_length`.
 - `streaming`: the train split as a stream with exact resume (`dataset.streaming`); imported where used.
 """
 

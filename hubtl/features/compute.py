@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..backbones.base import length_order
 from ..data import make_collate
+from ..data.lengths import has_lengths, raw_inputs
 from ..data.loader import loader_options
 from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
 
@@ -217,11 +218,9 @@ def _shard_features(
 
 def _length_order(dataset: Any, rows: list[int], preprocess: Any) -> list[int] | None:
     """Positions of `rows` longest input first, when the preprocessor estimates input lengths (texts); else None."""
-    if not rows or preprocess.input_length(dataset[rows[0]][0]) is None:
+    if not rows or not has_lengths(dataset, preprocess):
         return None
-    fetch = getattr(dataset, "__getitems__", None) or (lambda indices: [dataset[i] for i in indices])
-    inputs = [x for start in range(0, len(rows), 4096) for x, _ in fetch(rows[start:start + 4096])]
-    return length_order(preprocess, inputs)
+    return length_order(preprocess, raw_inputs(dataset, rows))
 
 
 def _rebatched(chunks: Iterator[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:

@@ -36,7 +36,7 @@ class PretrainingConfig(TrainingConfig):
     inapplicable_keys: ClassVar[tuple[str, ...]] = (
         "task", "labels", "num_outputs", "head_dropout", "head_hidden_dim", "strategy", "gradual_unfreeze_epochs",
         "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "feature_cache", "metric_for_best_model",
-        "greater_is_better",
+        "greater_is_better", "group_by_length",
     )  # fmt: skip
 
     def __post_init__(self) -> None:

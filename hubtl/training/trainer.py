@@ -22,10 +22,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..backbones.base import length_order
 from ..backbones.registry import check_backbone_name, get_plugin, split_backbone_name
 from ..config import TrainingConfig, load_config
 from ..data import TransferData, check_source, load_transfer_data, make_collate
 from ..data.loader import default_num_workers, loader_options
+from ..data.lengths import LengthGroupedSampler, has_lengths, input_lengths, raw_inputs
 from ..data.streaming import StreamLoader, TrainStream, load_streamed_data, state_file
 from ..errors import ConfigError, HubtlError
 from ..layout import TRAINING_DIR, TrainingRecord
@@ -253,21 +255,26 @@ class Trainer:
             module: nn.Module = FeatureHead(self.model.head)
             train_collate = eval_collate = feature_collate
             workers = 0
+            sampler = eval_order = None
+            if cfg.group_by_length:
+                self._log("group_by_length: not needed here, the head trains on cached features (nothing is padded).")
         else:
             module = self.model
             train_set, eval_set, train_collate, eval_collate = self._datasets_and_collates()
             workers = self._num_workers()
+            sampler = self._train_sampler(train_set) if cfg.group_by_length else None
+            eval_order = self._eval_order(eval_set)
         generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
         options = loader_options(workers, acc.device)
         # dataset.streaming: a StreamLoader (0 workers, its own device moves); not a DataLoader, so
         # `acc.prepare` below returns it untouched and the stream, sharded per process already, is not re-sharded
         self.stream = train_set if isinstance(train_set, TrainStream) else None
         train_loader = StreamLoader(train_set, cfg.per_device_train_batch_size, train_collate, acc.device) if self.stream else DataLoader(
-            train_set, cfg.per_device_train_batch_size, shuffle=True, collate_fn=train_collate, generator=generator,
-            **options,
+            train_set, cfg.per_device_train_batch_size, shuffle=sampler is None, sampler=sampler, collate_fn=train_collate,
+            generator=generator, **options,
         )  # fmt: skip
         eval_loader = DataLoader(
-            eval_set, cfg.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate,
+            eval_set, cfg.per_device_eval_batch_size, shuffle=False, sampler=eval_order, collate_fn=eval_collate,
             generator=torch.Generator().manual_seed(cfg.seed), **options,  # evaluating never draws from the training RNG
         )
         groups = self._param_groups()
@@ -339,6 +346,23 @@ class Trainer:
     def _loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch: the training objective's (the task's loss on the labels by default)."""
         return self.train_objective.loss(self.module, batch, targets)
+
+    def _train_sampler(self, train_set: Any) -> LengthGroupedSampler:
+        """group_by_length: training batches of texts of similar length, reshuffled per epoch from the seed."""
+        lengths = input_lengths(train_set, self.model.preprocessor(train=self.cfg.augment))
+        if lengths is None:
+            raise ConfigError(
+                "group_by_length batches texts of similar length together, and this run's training inputs have no "
+                "length (images are all resized alike): remove group_by_length."
+            )
+        return LengthGroupedSampler(lengths, self.cfg.per_device_train_batch_size, self.cfg.seed)
+
+    def _eval_order(self, eval_set: Any) -> list[int] | None:
+        """Texts are evaluated longest first, so batches pad little (metrics are sums: the order does not change them)."""
+        preprocess = self.model.preprocessor(train=False)
+        if not has_lengths(eval_set, preprocess):
+            return None
+        return length_order(preprocess, raw_inputs(eval_set, range(len(eval_set))))
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
