@@ -62,9 +62,26 @@ def run_command(body: Callable[[], int]) -> int:
     except HubtlError as err:
         if is_main_launch_process():  # under `accelerate launch`, one message, from the main process
             print(f"hubtl: error: {err}", file=sys.stderr)
+            _leave_process_group()
         else:  # the launcher stops every process when the first exits: let the main one print its message first
+            _leave_process_group()
             time.sleep(2.0)
         return 2
     except KeyboardInterrupt:  # before the run started (or a second Ctrl-C while finishing)
         print("hubtl: interrupted.", file=sys.stderr)
         return 130
+
+
+def _leave_process_group() -> None:
+    """Close this process's side of the process group before exiting on an error, as `end_training` does on success.
+
+    Exiting with it open can abort in its C++ threads ("terminate called without an active exception", SIGABRT), and
+    the launcher then reports that signal instead of the error's exit status.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception as err:  # noqa: BLE001 - tearing down must not hide the error being reported
+            logging.getLogger("hubtl").debug("Could not close the process group: %s", err)
