@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from .backbones.base import Backbone
+from .backbones.base import Backbone, length_order
 from .errors import ConfigError
 from .objectives import Objective
 from .tasks import Classification, MultiLabel, Regression, Task, get_task
@@ -199,7 +199,9 @@ def teacher_outputs(
     Sharded over the processes and gathered on all of them, in the dataset's order; eval mode, the run's mixed precision.
     """
     collate = _PairCollate(preprocess) if targets else _InputCollate(preprocess)
-    loader = DataLoader(inputs, batch_size, shuffle=False, collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+    order = _longest_first(inputs, preprocess, targets)  # texts of similar length batched together: short padding
+    loader = DataLoader(inputs, batch_size, shuffle=False, sampler=order, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
     loader = accelerator.prepare_data_loader(loader)
     teacher.eval()
     outputs, gathered_targets = [], []
@@ -209,7 +211,19 @@ def teacher_outputs(
             out, target = accelerator.gather_for_metrics((out, target))
             outputs.append(out.cpu())
             gathered_targets.append(target.cpu())
-    return torch.cat(outputs), torch.cat(gathered_targets) if targets else None
+    found, found_targets = torch.cat(outputs), torch.cat(gathered_targets)
+    if order is not None:  # back to the dataset's order
+        found[torch.tensor(order)], found_targets[torch.tensor(order)] = found.clone(), found_targets.clone()
+    return found, found_targets if targets else None
+
+
+def _longest_first(inputs: TorchDataset, preprocess: Any, pairs: bool) -> list[int] | None:
+    """The examples' positions longest input first (texts), or None when the preprocessor gives no lengths."""
+    n = len(inputs)  # type: ignore[arg-type]
+    raw = (lambda i: inputs[i][0]) if pairs else (lambda i: inputs[i])
+    if n == 0 or not hasattr(preprocess, "input_length") or preprocess.input_length(raw(0)) is None:
+        return None
+    return length_order(preprocess, [raw(i) for i in range(n)])
 
 
 def _stored_teacher_outputs(
