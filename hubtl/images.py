@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -30,6 +31,11 @@ def load_image(image: ImageInput, min_size: int | None = None) -> Image.Image:
     """
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    return _decode(image, lambda size: jpeg_scale(size, min_size) if min_size else 1)
+
+
+def _decode(image: ImageInput, scale_of: Callable[[tuple[int, int]], int]) -> Image.Image:
+    """Open and decode a path or image dict; a JPEG at 1/`scale_of(its size)` scale. Errors say which file failed."""
     try:
         if isinstance(image, dict):
             source = io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
@@ -42,7 +48,7 @@ def load_image(image: ImageInput, min_size: int | None = None) -> Image.Image:
                 f"Cannot read an image from a {type(image).__name__}; pass a PIL image or a path to an image file."
             )
         with Image.open(source) as img:
-            scale = jpeg_scale(img.size, min_size) if min_size and img.format == "JPEG" else 1
+            scale = scale_of(img.size) if img.format == "JPEG" else 1
             if scale > 1:
                 img.draft("RGB", (img.width // scale, img.height // scale))
             img.load()
@@ -72,8 +78,10 @@ def is_readable_image(image: ImageInput) -> bool:
 
     JPEGs are decoded at 1/8 scale: every byte of the file is still read and entropy-decoded (a truncated file fails
     as in a full decode), at a fraction of the cost."""
+    if isinstance(image, Image.Image):
+        return True
     try:
-        load_image(image, min_size=1)
+        _decode(image, lambda size: 8 if min(size) >= 8 else 1)
     except InvalidInputError:
         return False
     return True
