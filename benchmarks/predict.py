@@ -76,7 +76,7 @@ def pair(kind: str, model: dict[str, Any], device: str, n: int, batch: int, reps
         from PIL import Image
 
         inputs = []
-        for path in (model["images"] * (n // len(model["images"]) + 1))[:n]:
+        for path in _repeated(model["images"], n):
             with Image.open(path) as img:
                 img.load()
                 inputs.append(img.copy())
@@ -85,7 +85,7 @@ def pair(kind: str, model: dict[str, Any], device: str, n: int, batch: int, reps
         inputs = _photo_files(model["images"], n, Path(work) / "photos")
         hand = _image_baseline(model, device)
     else:
-        inputs = (model["sentences"] * (n // len(model["sentences"]) + 1))[:n]
+        inputs = _repeated(model["sentences"], n)
         hand = _text_baseline(model, device)
 
     def hubtl_side() -> list[list[float]]:
@@ -108,13 +108,18 @@ def pair(kind: str, model: dict[str, Any], device: str, n: int, batch: int, reps
     return {**rates, "max_score_diff": diff}
 
 
+def _repeated(items: list[Any], n: int) -> list[Any]:
+    """The first `n` of `items` repeated as often as needed."""
+    return (items * (n // len(items) + 1))[:n]
+
+
 def _photo_files(images: list[str], n: int, folder: Path) -> list[str]:
     """`n` JPEG files of 4032 x 3024 pixels (the given images scaled up), written once."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, source in enumerate((images * (n // len(images) + 1))[:n]):
+    for i, source in enumerate(_repeated(images, n)):
         path = folder / f"photo{i}.jpg"
         if not path.is_file():
             with Image.open(source) as img:

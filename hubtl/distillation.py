@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from .backbones.base import Backbone, length_order
+from .backbones.base import Backbone, in_given_order, length_order
 from .errors import ConfigError
 from .objectives import Objective
 from .tasks import Classification, MultiLabel, Regression, Task, get_task
@@ -211,10 +211,8 @@ def teacher_outputs(
             out, target = accelerator.gather_for_metrics((out, target))
             outputs.append(out.cpu())
             gathered_targets.append(target.cpu())
-    found, found_targets = torch.cat(outputs), torch.cat(gathered_targets)
-    if order is not None:  # back to the dataset's order
-        found[torch.tensor(order)], found_targets[torch.tensor(order)] = found.clone(), found_targets.clone()
-    return found, found_targets if targets else None
+    found = in_given_order(torch.cat(outputs), order)
+    return found, in_given_order(torch.cat(gathered_targets), order) if targets else None
 
 
 def _longest_first(inputs: TorchDataset, preprocess: Any, pairs: bool) -> list[int] | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .backbones.base import Backbone, Preprocessor, length_order
+from .backbones.base import Backbone, Preprocessor, in_given_order, length_order
 from .backbones.registry import backbone_from_spec, create_backbone, get_plugin
 from .errors import ConfigError, ConfigFileError, HubtlError, InvalidInputError, ModelLoadError
 from .heads import Head, HeadConfig
@@ -135,10 +135,7 @@ class TransferModel(nn.Module):
                 outputs.append(module({k: v.to(device) for k, v in batch.items()}).float().cpu())
         finally:
             self.train(was_training)
-        result = torch.cat(outputs)
-        if order is not None:
-            result[torch.tensor(order)] = result.clone()  # back to the order given
-        return result
+        return in_given_order(torch.cat(outputs), order)
 
     # ------------------------------------------------------------------ saving
 

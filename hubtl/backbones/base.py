@@ -66,6 +66,15 @@ def length_order(preprocess: Preprocessor, examples: Sequence[Any]) -> list[int]
     return sorted(range(len(examples)), key=lambda i: -lengths[i])
 
 
+def in_given_order(outputs: torch.Tensor, order: list[int] | None) -> torch.Tensor:
+    """Rows computed in `order` (from `length_order`), put back in the order the examples were given."""
+    if order is None:
+        return outputs
+    restored = torch.empty_like(outputs)
+    restored[torch.tensor(order)] = outputs
+    return restored
+
+
 class Backbone(nn.Module, abc.ABC):
     """A pretrained network that maps a preprocessed batch to one pooled feature vector per example."""
 

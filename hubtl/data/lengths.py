@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from ..backbones.base import length_order
+
 #: Examples fetched per read while collecting inputs (one Arrow read each).
 _CHUNK = 4096
 
@@ -26,6 +28,14 @@ def raw_inputs(dataset: Any, rows: Sequence[int]) -> list[Any]:
 def has_lengths(dataset: Any, preprocess: Any) -> bool:
     """Whether the preprocessor estimates the length of this dataset's inputs (it looks at the first one only)."""
     return len(dataset) > 0 and preprocess.input_length(dataset[0][0]) is not None
+
+
+def longest_first(dataset: Any, preprocess: Any, rows: Sequence[int] | None = None) -> list[int] | None:
+    """Positions of `rows` (default: every example) longest input first, or None when the preprocessor gives no lengths."""
+    rows = range(len(dataset)) if rows is None else rows
+    if len(rows) == 0 or not has_lengths(dataset, preprocess):
+        return None
+    return length_order(preprocess, raw_inputs(dataset, rows))
 
 
 def input_lengths(dataset: Any, preprocess: Any) -> list[int] | None:

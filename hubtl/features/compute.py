@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..backbones.base import length_order
+from ..backbones.base import in_given_order
 from ..data import make_collate
-from ..data.lengths import has_lengths, raw_inputs
+from ..data.lengths import longest_first
 from ..data.loader import loader_options
 from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
 
@@ -190,7 +190,7 @@ def _shard_features(
     from tqdm.auto import tqdm
 
     rows = list(_rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes))
-    order = _length_order(dataset, rows, preprocess)  # texts of similar length batched together: short padding
+    order = longest_first(dataset, preprocess, rows)  # texts of similar length batched together: short padding
     device = accelerator.device
     # Workers decode in chunks small enough to keep all of them busy from the first batch on (a worker decodes a
     # whole loader batch: 2 batches of a small split would leave 6 of 8 workers idle, and the first would wait for
@@ -210,17 +210,7 @@ def _shard_features(
             out.append(backbone(batch).float().cpu())
     if not out:
         return torch.zeros((0, getattr(backbone, "feature_dim", 0)), dtype=torch.float32)
-    features = torch.cat(out)
-    if order is not None:
-        features[torch.tensor(order)] = features.clone()  # back to example order
-    return features
-
-
-def _length_order(dataset: Any, rows: list[int], preprocess: Any) -> list[int] | None:
-    """Positions of `rows` longest input first, when the preprocessor estimates input lengths (texts); else None."""
-    if not rows or not has_lengths(dataset, preprocess):
-        return None
-    return length_order(preprocess, raw_inputs(dataset, rows))
+    return in_given_order(torch.cat(out), order)
 
 
 def _rebatched(chunks: Iterator[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:

@@ -22,12 +22,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..backbones.base import length_order
 from ..backbones.registry import check_backbone_name, get_plugin, split_backbone_name
 from ..config import TrainingConfig, load_config
 from ..data import TransferData, check_source, load_transfer_data, make_collate
 from ..data.loader import default_num_workers, loader_options
-from ..data.lengths import LengthGroupedSampler, has_lengths, input_lengths, raw_inputs
+from ..data.lengths import LengthGroupedSampler, input_lengths, longest_first
 from ..data.streaming import StreamLoader, TrainStream, load_streamed_data, state_file
 from ..errors import ConfigError, HubtlError
 from ..layout import TRAINING_DIR, TrainingRecord
@@ -263,7 +262,8 @@ class Trainer:
             train_set, eval_set, train_collate, eval_collate = self._datasets_and_collates()
             workers = self._num_workers()
             sampler = self._train_sampler(train_set) if cfg.group_by_length else None
-            eval_order = self._eval_order(eval_set)
+            # texts evaluated longest first pad little (metrics are sums: the order does not change them)
+            eval_order = longest_first(eval_set, self.model.preprocessor(train=False))
         generator = torch.Generator().manual_seed(cfg.seed)  # keeps worker seeding off the global RNG
         options = loader_options(workers, acc.device)
         # dataset.streaming: a StreamLoader (0 workers, its own device moves); not a DataLoader, so
@@ -356,13 +356,6 @@ class Trainer:
                 "length (images are all resized alike): remove group_by_length."
             )
         return LengthGroupedSampler(lengths, self.cfg.per_device_train_batch_size, self.cfg.seed)
-
-    def _eval_order(self, eval_set: Any) -> list[int] | None:
-        """Texts are evaluated longest first, so batches pad little (metrics are sums: the order does not change them)."""
-        preprocess = self.model.preprocessor(train=False)
-        if not has_lengths(eval_set, preprocess):
-            return None
-        return length_order(preprocess, raw_inputs(eval_set, range(len(eval_set))))
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
