@@ -21,6 +21,7 @@ from scipy.stats import kendalltau
 from hubtl.cli import main as cli_main
 from hubtl.errors import ConfigError, HubtlError
 from hubtl.ranking import kendall_tau, knn_accuracy, linear_probe_score, logme, rank
+from hubtl.ranking.run import sample_rows
 from hubtl.ranking.scores import target_columns
 from hubtl.tasks import get_task
 
@@ -192,6 +193,46 @@ def test_a_second_ranking_reuses_the_stored_features(colours: Path, tmp_path: Pa
     assert all(r.features_from == {"train": "computed"} for r in first.rows)
     assert all(r.features_from == {"train": "cache"} for r in second.rows)
     assert [r.scores for r in first.rows] == [r.scores for r in second.rows]
+
+
+def test_sample_rows_is_seeded_stratified_and_at_most_the_limit() -> None:
+    targets = torch.tensor([0] * 700 + [1] * 280 + [2] * 20)  # 70 %, 28 %, 2 %
+    rows = sample_rows(targets, 100, seed=3)
+    assert len(rows) == 100 and len(set(rows.tolist())) == 100 and list(rows) == sorted(rows)
+    assert np.bincount(targets[rows].numpy()).tolist() == [70, 28, 2]
+    assert np.array_equal(rows, sample_rows(targets, 100, seed=3))
+    assert not np.array_equal(rows, sample_rows(targets, 100, seed=4))
+    assert sample_rows(targets, 1000, seed=3) is None and sample_rows(targets, None, seed=3) is None
+    # a class too rare for its proportional share still keeps one example; the total stays at the limit
+    rare = torch.tensor([0] * 997 + [1, 2, 3])
+    picked = sample_rows(rare, 10, seed=0)
+    assert len(picked) == 10 and set(rare[picked].tolist()) == {0, 1, 2, 3}
+    # regression or multi-label targets: a plain seeded sample
+    values = torch.randn(50)
+    assert len(sample_rows(values, 20, seed=0)) == 20
+
+
+def test_a_large_split_is_scored_on_a_sample_that_reuses_stored_whole_split_features(colours: Path, tmp_path: Path) -> None:
+    config = _config(colours, tmp_path)
+    candidates = [TINY_TIMM, "timm:test_efficientnet"]
+    sampled = rank(config, candidates, metric="all", max_samples=10)
+    assert sampled.train_samples == 24 and sampled.scored_train_samples == 10
+    assert all(r.features_from == {"train": "computed", "eval": "computed"} for r in sampled.rows)
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    assert saved["scored_train_samples"] == 10 and saved["train_samples"] == 24
+    assert "on 10 of the 24 training examples" in sampled.table()
+    whole = rank(config, candidates, metric="all", max_samples=None)
+    assert whole.scored_train_samples == 24 and all(r.features_from["train"] == "computed" for r in whole.rows)
+    assert [r.scores for r in whole.rows] != [r.scores for r in sampled.rows]
+    # the whole split's stored features now serve the sample: no backbone runs, the same scores
+    again = rank(config, candidates, metric="all", max_samples=10)
+    assert all(r.features_from == {"train": "cache", "eval": "cache"} for r in again.rows)  # 8 eval images: all used
+    for a, b in zip(sampled.rows, again.rows):
+        assert a.name == b.name
+        for metric in ("logme", "knn", "linear"):
+            assert b.scores[metric] == pytest.approx(a.scores[metric], abs=1e-5), (a.name, metric)
+    with pytest.raises(ConfigError, match="max_samples must be a number"):
+        rank(config, candidates, max_samples=1)
 
 
 def test_candidates_from_the_config_fall_back_to_its_keys(colours: Path, tmp_path: Path) -> None:

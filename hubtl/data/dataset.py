@@ -52,6 +52,11 @@ class TransferDataset(TorchDataset):
         rows = self.source[[int(self.indices[i]) for i in indices]][self.column]
         return list(zip(rows, self.targets[list(indices)]))
 
+    def select(self, rows: Sequence[int]) -> TransferDataset:
+        """These rows (positions in this dataset), in the order given, as a dataset of their own."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return TransferDataset(self.source, self.column, self.indices[rows], self.targets[torch.from_numpy(rows)])
+
     def input_fingerprint(self) -> str:
         """A digest of the raw inputs in order: texts and image bytes by content, image files by path, size and mtime.
 

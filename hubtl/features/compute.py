@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -122,15 +123,24 @@ def _key(parts: dict[str, Any]) -> str:
 def backbone_features(
     accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, *, task: str, batch_size: int,
     num_workers: int, seed: int, describe: dict[str, Any] | None = None, persist: bool = True,
-    progress: str | None = None,
+    progress: str | None = None, rows: Sequence[int] | None = None,
 ) -> Features:  # fmt: skip
     """The backbone's features of `dataset` (with its targets): from the store, or computed and stored.
 
     `describe` (backbone, dataset, split) goes into the entry's meta.json for `hubtl cache list`. With
     `persist` false, or a dataset without a fingerprint, features are computed and kept in memory only.
+    `rows` asks for those rows only (a sample): read from a stored entry of the whole dataset when there is
+    one, else computed (and stored) for those rows alone.
     """
-    key = feature_key(backbone, preprocess, dataset, accelerator.mixed_precision) if persist else None
     store = FeatureStore()
+    if rows is not None:
+        whole = feature_key(backbone, preprocess, dataset, accelerator.mixed_precision) if persist else None
+        stored = store.get(whole) if whole is not None else None
+        picked = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        if stored is not None:
+            return Features(FeatureDataset(stored.rows(picked.numpy()), dataset.targets[picked]), "cache", whole)
+        dataset = dataset.select(picked.tolist()) if hasattr(dataset, "select") else Subset(dataset, picked.tolist())
+    key = feature_key(backbone, preprocess, dataset, accelerator.mixed_precision) if persist else None
     if key is not None:
         stored = store.get(key)
         if stored is not None:

@@ -43,7 +43,9 @@ def format_table(result: RankResult) -> str:
             out.append("  ".join(cells))
         else:
             out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
-    title = f"Ranked by {result.metric} on {result.train_samples} training examples of {result.dataset} ({result.task})"
+    scored = result.scored_train_samples
+    sampled = f"{scored} of the " if scored is not None and scored < result.train_samples else ""
+    title = f"Ranked by {result.metric} on {sampled}{result.train_samples} training examples of {result.dataset} ({result.task})"
     tau = result.kendall_tau()
     footer = [f"Kendall tau between {result.metric} and the fine-tuned metric: {tau:.3f}"] if tau is not None else []
     return "\n".join([title, *out, *footer])
@@ -58,25 +60,23 @@ def write_report(result: RankResult, folder: Path) -> list[Path]:
 
 
 def _bar_plot(result: RankResult, path: Path) -> Path:
-    """Horizontal bars of the ranking metric, best on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Horizontal bars of the ranking metric, best on top (its own Figure: no pyplot, no global backend switch)."""
+    from matplotlib.figure import Figure
 
     rows = [r for r in result.rows if r.ok]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    fig = Figure(figsize=(7, 0.45 * len(rows) + 1.4))
+    ax = fig.subplots()
     values = [r.scores[result.metric] for r in rows]
     ax.barh(range(len(rows)), values, color="#4C72B0")
     ax.set_yticks(range(len(rows)), [r.name for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel(result.metric)
-    ax.set_title(f"{result.metric} on {result.dataset} ({result.train_samples} examples)", fontsize=10)
+    scored = result.scored_train_samples or result.train_samples
+    ax.set_title(f"{result.metric} on {result.dataset} ({scored} examples)", fontsize=10)
     for i, v in enumerate(values):
         ax.annotate(f"{v:.3f}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     atomic_write(path, buffer.getvalue())
     return path
