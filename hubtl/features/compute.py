@@ -249,11 +249,12 @@ def _concat(chunks: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _fast_layout(backbone: nn.Module, device: Any) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """On CUDA, run convolutional backbones in channels_last (faster convolutions); the weights' layout is restored after.
+    """Run convolutional backbones in channels_last, whose convolutions are faster on CUDA and on the CPU (oneDNN:
+    about 2x for EfficientNet-Lite0, 1.4x for resnet18 here); the weights' layout is restored after.
 
     Yields what to apply to each input tensor (4-d image batches go channels_last; others pass unchanged).
     """
-    if getattr(device, "type", None) != "cuda" or not any(isinstance(m, nn.Conv2d) for m in backbone.modules()):
+    if getattr(device, "type", None) not in ("cuda", "cpu") or not any(isinstance(m, nn.Conv2d) for m in backbone.modules()):
         yield lambda tensor: tensor
         return
     backbone.to(memory_format=torch.channels_last)
