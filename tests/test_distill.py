@@ -4,6 +4,7 @@ a student built from the teacher's layers, resume, two processes, the card and t
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -369,9 +370,13 @@ def test_config_errors_say_what_to_do(root: Path, bert4: str) -> None:
                                                                "init_from_teacher"}
 
 
-def test_num_hidden_layers_keeps_the_lower_pretrained_layers(bert4: str) -> None:
+def test_num_hidden_layers_keeps_the_lower_pretrained_layers(bert4: str, caplog: pytest.LogCaptureFixture) -> None:
     full = hubtl.TransferModel.from_backbone(bert4, labels=["a", "b"])
-    small = hubtl.TransferModel.from_backbone(bert4, labels=["a", "b"], num_hidden_layers=2)
+    with caplog.at_level(logging.INFO):
+        small = hubtl.TransferModel.from_backbone(bert4, labels=["a", "b"], num_hidden_layers=2)
+    # the upper layers' weights go unused as asked: one info line, not transformers' warning about unexpected keys
+    assert any("Kept the first 2 layers" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
     assert len(small.backbone.model.encoder.layer) == 2
     for j in range(2):
         for name, value in small.backbone.model.encoder.layer[j].state_dict().items():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from torch import nn
 
 from ..errors import BackboneNotFoundError, ConfigError, InvalidInputError, ModelLoadError
 from .base import Backbone, BackbonePlugin, Preprocessor
+
+logger = logging.getLogger("hubtl")
 
 POOLINGS = ("cls", "mean", "pooler")
 #: The longest input a saved spec may ask for (bounds what a stranger's config makes us allocate).
@@ -142,6 +146,36 @@ class TransformersBackbone(Backbone):
         self.tokenizer.save_pretrained(directory)
 
 
+def _pretrained_encoder(source: str, config: Any, overrides: dict[str, Any]) -> nn.Module:
+    """The pretrained encoder. With fewer layers than its checkpoint (`num_hidden_layers`), the weights of the layers
+    left out are expected to go unused: one info line says so instead of transformers' report of unexpected keys."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    keep = overrides.get("num_hidden_layers")
+    if not isinstance(keep, int):
+        return AutoModel.from_pretrained(source, config=config)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the report is logged as a warning; what matters in it is logged below
+    try:
+        model, info = AutoModel.from_pretrained(source, config=config, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    layer = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+    dropped = [k for k in info.get("unexpected_keys", []) if (m := layer.search(k)) and int(m.group(1)) >= keep]
+    other = sorted(set(info.get("unexpected_keys", [])) - set(dropped))
+    problems = {"missing": sorted(info.get("missing_keys", [])), "unexpected": other,
+                "mismatched": sorted(str(k) for k in info.get("mismatched_keys", []))}  # fmt: skip
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        logger.warning("Loading %s with %d layers: %s", source, keep, "; ".join(
+            f"{kind} weights {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for kind, keys in problems.items()
+        ))  # fmt: skip
+    if dropped:
+        logger.info("Kept the first %d layers of %s (%d weights of the layers above left unused).", keep, source, len(dropped))
+    return model
+
+
 class TransformersPlugin(BackbonePlugin):
     """Adapts Hugging Face `AutoModel` text encoders, by Hub ID or local directory."""
 
@@ -170,7 +204,7 @@ class TransformersPlugin(BackbonePlugin):
             with cache_only:
                 config = AutoConfig.from_pretrained(source, **kwargs)
                 tokenizer = _load_tokenizer(source)
-                model = AutoModel.from_pretrained(source, config=config) if pretrained else AutoModel.from_config(config)
+                model = _pretrained_encoder(source, config, kwargs) if pretrained else AutoModel.from_config(config)
         except (OSError, ValueError) as err:
             where = "directory" if os.path.isdir(model_name) else "Hub ID"
             raise BackboneNotFoundError(
