@@ -292,13 +292,13 @@ def _free_port() -> int:
 
 
 def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
-    """Each process computes and stores its shard of the features; the main process scores all of them."""
+    """Each process computes and stores its shard of the features of the same sample; the main process scores all of them."""
     config = tmp_path / "rank.yaml"
     config.write_text(yaml.safe_dump(_config(colours, tmp_path / "one")))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each launched process
     try:
-        one = rank(config, [TINY_TIMM, "timm:test_efficientnet"], metric="all")
+        one = rank(config, [TINY_TIMM, "timm:test_efficientnet"], metric="all", max_samples=20)  # 20 of 24 train
     finally:
         torch.set_num_threads(threads)
     cache = tmp_path / "two-cache"
@@ -308,11 +308,12 @@ def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "hubtl.ranking", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--metric", "all",
-        "--output_dir", str(tmp_path / "two"),
+        "--max_samples", "20", "--output_dir", str(tmp_path / "two"),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "rank.json").read_text())
+    assert two["scored_train_samples"] == one.scored_train_samples == 20  # the same seeded sample on every process
     assert [r["name"] for r in two["rows"]] == [r.name for r in one.rows]
     for a, b in zip(one.rows, two["rows"]):
         for metric in ("logme", "knn", "linear"):
