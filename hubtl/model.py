@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .backbones.base import Backbone, Preprocessor, in_given_order, length_order
+from .backbones.base import Backbone, Preprocessor, in_given_order, inference_layout, length_order
 from .backbones.registry import backbone_from_spec, create_backbone, get_plugin
 from .errors import ConfigError, ConfigFileError, HubtlError, InvalidInputError, ModelLoadError
 from .heads import Head, HeadConfig
@@ -130,9 +130,10 @@ class TransferModel(nn.Module):
         ordered = examples if order is None else [examples[i] for i in order]
         try:
             outputs = []
-            for start in range(0, len(ordered), batch_size):
-                batch = preprocess(ordered[start : start + batch_size])
-                outputs.append(module({k: v.to(device) for k, v in batch.items()}).float().cpu())
+            with inference_layout(self.backbone, device) as layout:
+                for start in range(0, len(ordered), batch_size):
+                    batch = preprocess(ordered[start : start + batch_size])
+                    outputs.append(module({k: layout(v.to(device)) for k, v in batch.items()}).float().cpu())
         finally:
             self.train(was_training)
         return in_given_order(torch.cat(outputs), order)

@@ -182,3 +182,28 @@ def test_cache_list_and_clear(tiny_bert: str, texts: Path, capsys) -> None:
     assert len(FeatureStore().entries()) == 1
     assert cli_main(["cache", "clear"]) == 0
     assert FeatureStore().entries() == []
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_channels_last_layout_leaves_a_trainable_module_behind(device: str) -> None:
+    """The feature pass and predict run convolutions in channels_last; on CUDA the weights move to that layout and
+    back under inference_mode, which must give normal tensors again, or a later fine-tuning of the same module fails
+    ("Inference tensors cannot be saved for backward"). Only the device's type is read, so both paths run here."""
+    from hubtl.backbones.base import inference_layout
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    net.eval()
+    images = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        plain = net(images)
+        with inference_layout(net, torch.device(device)) as layout:
+            moved = net(layout(images))
+            weights_moved = net[0].weight.is_contiguous(memory_format=torch.channels_last)
+            assert layout(torch.ones(2, 3)).is_contiguous()  # other tensors pass unchanged
+    assert weights_moved == (device == "cuda") and layout(images).is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(plain, moved, atol=1e-5)
+    assert not any(p.is_inference() for p in net.parameters())
+    assert all(p.is_contiguous() for p in net.parameters())
+    net.train()
+    net(images).sum().backward()  # trainable after the pass
+    assert net[0].weight.grad is not None
