@@ -135,10 +135,10 @@ def backbone_features(
     if rows is not None:
         whole = feature_key(backbone, preprocess, dataset, accelerator.mixed_precision) if persist else None
         stored = store.get(whole) if whole is not None else None
-        picked = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        picked = np.asarray(rows, dtype=np.int64)
         if stored is not None:
-            return Features(FeatureDataset(stored.rows(picked.numpy()), dataset.targets[picked]), "cache", whole)
-        dataset = dataset.select(picked.tolist()) if hasattr(dataset, "select") else Subset(dataset, picked.tolist())
+            return Features(FeatureDataset(stored.rows(picked), dataset.targets[torch.from_numpy(picked)]), "cache", whole)
+        dataset = dataset.select(picked) if hasattr(dataset, "select") else Subset(dataset, picked.tolist())
     key = feature_key(backbone, preprocess, dataset, accelerator.mixed_precision) if persist else None
     if key is not None:
         stored = store.get(key)
