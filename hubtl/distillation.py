@@ -36,7 +36,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from .backbones.base import Backbone, in_given_order, length_order
+from .backbones.base import Backbone, in_given_order
+from .data.lengths import longest_first
 from .errors import ConfigError
 from .objectives import Objective
 from .tasks import Classification, MultiLabel, Regression, Task, get_task
@@ -199,7 +200,7 @@ def teacher_outputs(
     Sharded over the processes and gathered on all of them, in the dataset's order; eval mode, the run's mixed precision.
     """
     collate = _PairCollate(preprocess) if targets else _InputCollate(preprocess)
-    order = _longest_first(inputs, preprocess, targets)  # texts of similar length batched together: short padding
+    order = longest_first(inputs, preprocess, pairs=targets)  # texts of similar length batched together: short padding
     loader = DataLoader(inputs, batch_size, shuffle=False, sampler=order, collate_fn=collate,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     loader = accelerator.prepare_data_loader(loader)
@@ -213,15 +214,6 @@ def teacher_outputs(
             gathered_targets.append(target.cpu())
     found = in_given_order(torch.cat(outputs), order)
     return found, in_given_order(torch.cat(gathered_targets), order) if targets else None
-
-
-def _longest_first(inputs: TorchDataset, preprocess: Any, pairs: bool) -> list[int] | None:
-    """The examples' positions longest input first (texts), or None when the preprocessor gives no lengths."""
-    n = len(inputs)  # type: ignore[arg-type]
-    raw = (lambda i: inputs[i][0]) if pairs else (lambda i: inputs[i])
-    if n == 0 or not hasattr(preprocess, "input_length") or preprocess.input_length(raw(0)) is None:
-        return None
-    return length_order(preprocess, [raw(i) for i in range(n)])
 
 
 def _stored_teacher_outputs(

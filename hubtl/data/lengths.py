@@ -19,23 +19,27 @@ from ..backbones.base import length_order
 _CHUNK = 4096
 
 
-def raw_inputs(dataset: Any, rows: Sequence[int]) -> list[Any]:
-    """The raw inputs (first items of the (input, target) pairs) of `rows`, read in chunks."""
+def raw_inputs(dataset: Any, rows: Sequence[int], pairs: bool = True) -> list[Any]:
+    """The raw inputs of `rows` (the first items of (input, target) pairs, or the items when not `pairs`), read in chunks."""
     fetch = getattr(dataset, "__getitems__", None) or (lambda indices: [dataset[i] for i in indices])
-    return [pair[0] for start in range(0, len(rows), _CHUNK) for pair in fetch(list(rows[start:start + _CHUNK]))]
+    return [item[0] if pairs else item
+            for start in range(0, len(rows), _CHUNK) for item in fetch(list(rows[start:start + _CHUNK]))]
 
 
-def has_lengths(dataset: Any, preprocess: Any) -> bool:
+def has_lengths(dataset: Any, preprocess: Any, pairs: bool = True) -> bool:
     """Whether the preprocessor estimates the length of this dataset's inputs (it looks at the first one only)."""
-    return len(dataset) > 0 and preprocess.input_length(dataset[0][0]) is not None
+    return len(dataset) > 0 and preprocess.input_length(dataset[0][0] if pairs else dataset[0]) is not None
 
 
-def longest_first(dataset: Any, preprocess: Any, rows: Sequence[int] | None = None) -> list[int] | None:
-    """Positions of `rows` (default: every example) longest input first, or None when the preprocessor gives no lengths."""
+def longest_first(dataset: Any, preprocess: Any, rows: Sequence[int] | None = None, pairs: bool = True) -> list[int] | None:
+    """Positions of `rows` (default: every example) longest input first, or None when the preprocessor gives no lengths.
+
+    `pairs`: the dataset's items are (input, target) pairs; otherwise they are the raw inputs themselves.
+    """
     rows = range(len(dataset)) if rows is None else rows
-    if len(rows) == 0 or not has_lengths(dataset, preprocess):
+    if len(rows) == 0 or not has_lengths(dataset, preprocess, pairs):
         return None
-    return length_order(preprocess, raw_inputs(dataset, rows))
+    return length_order(preprocess, raw_inputs(dataset, rows, pairs))
 
 
 def input_lengths(dataset: Any, preprocess: Any) -> list[int] | None:
