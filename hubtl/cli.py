@@ -189,13 +189,24 @@ def _hub_serve(args: argparse.Namespace) -> int:
             self.stopped_by = self.stopped_by or sig
             super().handle_exit(sig, frame)
 
+    class Terminated(BaseException):
+        """SIGTERM as an exception, so that the cleanup below runs (its default action ends the process at once)."""
+
+    def terminated(sig: int, frame: Any) -> None:
+        raise Terminated
+
     app = create_app(args.root, args.token)
     server = AnnouncingServer(uvicorn.Config(app, log_level="info"))
+    # uvicorn shuts down on SIGINT or SIGTERM, then raises the signal again under the handler found here
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for (or it came before uvicorn listened)
         server.stopped_by = server.stopped_by or signal.SIGINT
+    except Terminated:
+        server.stopped_by = server.stopped_by or signal.SIGTERM
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)  # the server no longer accepts requests

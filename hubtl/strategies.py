@@ -165,16 +165,19 @@ class LoRA(Strategy):
                 f"strategy: lora needs a backbone that supports LoRA; {type(model.backbone).__name__} does not "
                 "(its `lora_module` is unset). Use full or gradual, or a transformers backbone."
             )
+        targets = config.lora_target_modules or model.backbone.lora_target_modules
         lora = LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
+            target_modules=list(targets) if targets else None,
         )  # fmt: skip
         try:
             setattr(model.backbone, attribute, get_peft_model(encoder, lora))
         except ValueError as err:
+            names = _linear_names(encoder)
             raise ConfigError(
-                f"PEFT cannot find LoRA target modules in {type(encoder).__name__} ({err}). "
-                "Set lora_target_modules, e.g. ['query', 'value']."
+                f"PEFT cannot find LoRA target modules in {type(encoder).__name__} ({err}). Set lora_target_modules "
+                f"to names of its linear layers: {', '.join(names) or 'none found'} (attention's query and value "
+                "projections are the usual choice)."
             ) from err
 
     def before_save(self, model: TransferModel) -> None:
@@ -183,6 +186,12 @@ class LoRA(Strategy):
         encoder = getattr(model.backbone, attribute, None) if attribute else None
         if hasattr(encoder, "merge_and_unload"):
             setattr(model.backbone, attribute, encoder.merge_and_unload())
+
+
+def _linear_names(module: nn.Module) -> list[str]:
+    """The last name parts of a module's linear layers, in order, once each: what `lora_target_modules` can name."""
+    names = [name.rsplit(".", 1)[-1] for name, child in module.named_modules() if isinstance(child, nn.Linear) and name]
+    return list(dict.fromkeys(names))
 
 
 class Distill(Strategy):

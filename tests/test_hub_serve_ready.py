@@ -17,7 +17,8 @@ import pytest
 from hubtl.cli import main as cli_main
 
 
-def test_serve_prints_one_ready_line_and_writes_the_ready_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_serve_prints_one_ready_line_and_writes_the_ready_file(tmp_path: Path, stop: signal.Signals) -> None:
     ready = tmp_path / "ready.txt"
     ready.write_text("http://stale-from-an-earlier-run\n")
     proc = subprocess.Popen(
@@ -35,13 +36,13 @@ def test_serve_prints_one_ready_line_and_writes_the_ready_file(tmp_path: Path) -
         assert ready.read_text() == url + "\n"  # written before the line was printed, the stale one gone
         with urllib.request.urlopen(f"{url}/api/health") as response:  # it accepts requests now
             assert json.load(response) == {"status": "ok"}
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=120)
     finally:
         watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130  # stopped by Ctrl-C (128 + SIGINT)
+    assert proc.returncode == 128 + stop  # as a shell reports the signal that stopped it
     assert "ready" not in out and '"GET /api/health HTTP/1.1" 200' in out  # one ready line; then uvicorn's access log
     assert not ready.exists()  # the server no longer accepts requests
 

@@ -124,7 +124,9 @@ def test_denoising_autoencoder_trains_a_backbone_without_a_feature_map(images: P
 # --------------------------------------------------------------------------- the backbone folder
 
 
-def test_text_folder_is_a_transformers_folder_and_a_hubtl_backbone(mlm_run: tuple[Path, Any], tiny_bert_dir: Path) -> None:
+def test_text_folder_is_a_transformers_folder_and_a_hubtl_backbone(
+    mlm_run: tuple[Path, Any], tiny_bert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     out, _ = mlm_run
@@ -147,6 +149,12 @@ def test_text_folder_is_a_transformers_folder_and_a_hubtl_backbone(mlm_run: tupl
     assert saved.keys() <= ours.keys() and all(torch.equal(ours[k], v) for k, v in saved.items())
     assert backbone.pretrained_from["objective"] == "mlm" and backbone.pretrained_from["name"] == "out"
     assert create_backbone(f"hubtl-pretrained:{out}", pooling="cls").pooling == "cls"  # spec kwargs may be replaced
+
+    with caplog.at_level("WARNING", logger="hubtl"):  # pretrained: false keeps the architecture only, and says so
+        random = create_backbone(f"hubtl-pretrained:{out}", pretrained=False)
+    assert not random.pretrained_from["weights_loaded"]
+    assert any(not torch.equal(random.model.state_dict()[k], v) for k, v in saved.items() if v.is_floating_point())
+    assert "random weights" in caplog.text and "Set pretrained: true" in caplog.text
 
 
 def test_image_folder_is_a_timm_folder_and_fine_tunes_with_pretrained_from(

@@ -225,6 +225,22 @@ def test_register_plugin_decorator_makes_a_plugin_usable(toy_plugin, tmp_path: P
     assert json.loads((tmp_path / "toy" / "config.json").read_text())["backbone"]["package"] == "hubtl-toy"
 
 
+def test_an_option_the_plugin_does_not_take_is_a_config_error() -> None:
+    @hubtl.register_plugin
+    class StrictPlugin(ToyPlugin):
+        name = "stricttoy"
+
+        def create(self, model_name: str, pretrained: bool = True, width: int = 4) -> ToyBackbone:  # no **kwargs
+            return ToyBackbone(width)
+
+    try:
+        assert hubtl.create_backbone("stricttoy:tiny", width=6).width == 6
+        with pytest.raises(ConfigError, match=r"does not take backbone_kwargs \{'widht': 6\}.*'widht'.*Remove or rename"):
+            hubtl.create_backbone("stricttoy:tiny", widht=6)
+    finally:
+        unregister_plugin("stricttoy")
+
+
 def test_unregistered_plugin_is_gone(toy_plugin) -> None:
     unregister_plugin("toy")
     with pytest.raises(PluginUnavailableError, match="No backbone plugin named 'toy'"):

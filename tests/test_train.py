@@ -261,6 +261,19 @@ def test_lora_trains_adapters_and_head_and_saves_merged_weights(tiny_bert: str, 
     assert changed == {k for k in saved if k.startswith("backbone.") and k.endswith(("query.weight", "value.weight"))}
 
 
+def test_lora_targets_come_from_the_backbone_and_a_wrong_one_names_the_linear_layers(
+    tiny_bert: str, texts: Path, tmp_path: Path, spy: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubtl.backbones.transformers import TransformersBackbone
+
+    with pytest.raises(ConfigError, match=r"q_proj.*names of its linear layers: query, key, value, dense"):
+        train(_bert(tiny_bert, texts, tmp_path / "wrong", strategy="lora", lora_target_modules=["q_proj"]))
+    monkeypatch.setattr(TransformersBackbone, "lora_target_modules", ("key",))  # a plugin's default targets
+    train(_bert(tiny_bert, texts, tmp_path / "out", strategy="lora", lora_r=2, num_train_epochs=1))
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in spy["trainable"] if "lora_" in n}
+    assert adapted == {"key"}
+
+
 # ---------------------------------------------------------------------------------------------- feature cache
 
 

@@ -110,6 +110,8 @@ class Backbone(nn.Module, abc.ABC):
     feature_dim: int = 0
     #: attribute name of the submodule PEFT can wrap with LoRA adapters (a transformers model); None: no LoRA
     lora_module: str | None = None
+    #: module names LoRA adapts when the config sets no `lora_target_modules`; None: PEFT's choice for the model type
+    lora_target_modules: tuple[str, ...] | None = None
     #: Hub ID of the pretrained weights (published as the card's base_model instead of a local path); None: unknown
     base_model: str | None = None
     #: formats `hubtl.export` writes for models on this backbone, checked by the conformance kit: "onnx" (traceable),

@@ -10,6 +10,7 @@ folder, shapes checked against the safetensors header before any weight is read;
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from .base import Backbone, BackbonePlugin
 from .registry import backbone_from_spec
 
 PREFIX = "hubtl-pretrained"
+
+logger = logging.getLogger("hubtl")
 
 
 class PretrainedPlugin(BackbonePlugin):
@@ -59,6 +62,11 @@ class PretrainedPlugin(BackbonePlugin):
             raise ConfigError(f"{PREFIX}:{model_name} with backbone_kwargs {kwargs}: {err}") from None
         if pretrained:
             _load(backbone, config["weights"], directory / WEIGHTS_NAME, where)
+        else:
+            logger.warning(
+                "%s:%s with pretrained: false builds its architecture only, with random weights: the pre-trained "
+                "weights are not loaded. Set pretrained: true (the default) to fine-tune from them.", PREFIX, model_name
+            )
         record = config.get("pretraining") or {}
         base = record.get("base_model") if isinstance(record.get("base_model"), str) else None
         backbone.base_model = hub_id or base

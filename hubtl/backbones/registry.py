@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import logging
 import re
 from dataclasses import dataclass
@@ -186,7 +187,18 @@ def create_backbone(name: str, pretrained: bool = True, **kwargs: Any) -> Backbo
     """Create the backbone '<plugin>:<model>' with the plugin's pretrained weights (or random ones)."""
     plugin_name, model_name = split_backbone_name(name)
     plugin = get_plugin(plugin_name)
-    backbone = plugin.create(model_name, pretrained=pretrained, **kwargs)
+    try:
+        inspect.signature(plugin.create).bind(model_name, pretrained=pretrained, **kwargs)
+        backbone = plugin.create(model_name, pretrained=pretrained, **kwargs)
+    except TypeError as err:
+        # an option the plugin does not take, caught by its signature or by a library it passes options on to
+        if "argument" not in str(err):
+            raise
+        saved = sorted(plugin.spec_kwargs) if plugin.spec_kwargs is not None else None
+        raise ConfigError(
+            f"Backbone {name} does not take backbone_kwargs {kwargs} ({err}). Remove or rename the option"
+            + (f"; plugin {plugin_name!r} takes: {', '.join(saved)}." if saved else ".")
+        ) from err
     # A spec that loading would refuse must fail now, not after training, when the model is saved.
     try:
         check_spec_kwargs(plugin, backbone.spec().get("kwargs") or {})

@@ -216,7 +216,8 @@ class PretrainingTrainer(Trainer):
             with self.checkpoints.disk_full("the card", self.output_dir, 1 << 20):
                 write_backbone_card(self.output_dir, repo_id=cfg.push_to_hub)
         self._log(
-            f"Saved the pre-trained backbone to {self.output_dir}; fine-tune it with backbone: hubtl-pretrained:{self.output_dir}. "
+            f"Saved the pre-trained backbone to {self.output_dir}; fine-tune it with backbone: hubtl-pretrained:{self.output_dir}"
+            f"{'' if cfg.pretrained else ' and pretrained: true (this run had pretrained: false)'}. "
             f"{kept_epoch_message(self.state, self.metric)}"
         )
         if cfg.push_to_hub:
