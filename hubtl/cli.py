@@ -19,9 +19,11 @@ def _backbones_list(args: argparse.Namespace) -> int:
     for info in list_plugins():
         status = "ok" if info.available else f"UNAVAILABLE: {info.error}"
         print(f"# plugin {info.name} ({info.modality or '?'}) from {info.package or '?'} {info.version or ''} - {status}")
-    for name in list_backbones(args.pattern, modality=args.modality):
+    names = list_backbones(args.pattern, modality=args.modality)
+    for name in names:
         print(name)
-    if args.modality in (None, "text"):
+    if args.modality == "text" or (args.modality is None and (args.pattern is None or any(
+            n.startswith("transformers:") for n in names))):  # fmt: skip
         print(
             "# text backbones above are those usable offline (installed weight packages, the local HF cache); any Hub "
             "model works by name: transformers:<namespace>/<name> (downloaded on first use), or transformers:/a/folder"

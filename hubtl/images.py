@@ -55,6 +55,10 @@ def _decode(image: ImageInput, scale_of: Callable[[tuple[int, int]], int]) -> Im
             return img.convert("RGB")
     except FileNotFoundError as err:
         raise InvalidInputError(f"Image file not found: {describe(image)}. Check the path.") from err
+    except IsADirectoryError as err:
+        raise InvalidInputError(
+            f"{describe(image)} is a folder, not an image file; pass the image files in it (e.g. {describe(image)}/*.jpg)."
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, InvalidInputError):
             raise

@@ -116,6 +116,7 @@ def test_backbones_list_with_a_pattern(cli: dict[str, Future]) -> None:
     names = backbone_names(result.stdout)
     assert {"timm:test_resnet", "timm:test_vit", "timm:test_efficientnet"} <= set(names)
     assert all(name.startswith("timm:test_") for name in names)
+    assert "any Hub model works by name" not in result.stdout  # the note on text backbones only where it applies
 
 
 def test_backbones_list_by_modality(cli: dict[str, Future]) -> None:

@@ -208,6 +208,8 @@ def test_file_named_jpg_that_is_not_an_image(image_model: TransferModel, tmp_pat
 def test_image_path_that_does_not_exist(image_model: TransferModel, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"Image file not found: .*nope\.png"):
         image_model.predict(str(tmp_path / "nope.png"))
+    with pytest.raises(InvalidInputError, match=r"is a folder, not an image file; pass the image files in it"):
+        image_model.predict(str(tmp_path))
 
 
 def test_image_model_given_something_that_is_not_an_image(image_model: TransferModel) -> None:

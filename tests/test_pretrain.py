@@ -330,6 +330,11 @@ def test_masked_autoencoder_without_a_feature_map_names_the_denoising_objective(
         pretrain(_mae(images, tmp_path / "out", backbone="pooledonly:tiny", backbone_kwargs={}))
 
 
+def test_a_mask_patch_as_large_as_the_image_is_refused(images: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"mask_patch_size 64 leaves a single patch in the 64x64 input.*e\.g\. 32"):
+        pretrain(_mae(images, tmp_path / "out", mask_patch_size=64))
+
+
 def test_mlm_on_an_image_backbone_says_what_to_use(images: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="objective: mlm trains text backbones.*Use objective: masked_autoencoder or denoising_autoencoder"):
         pretrain(_mae(images, tmp_path / "out", objective="mlm"))

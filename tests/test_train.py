@@ -216,6 +216,8 @@ def test_gradual_unfreezing_goes_from_the_top(images: Path, tmp_path: Path, spy:
         assert changed == [False] * (len(groups) - unfrozen) + [True] * unfrozen, f"after epoch {epoch}: {changed}"
         assert _changed(spy["initial"], weights, "head.")
     assert f"Epoch 3: 2 of {len(groups)} backbone groups unfrozen" in _messages(caplog)
+    head = sum(t.numel() for name, t in _weights(out).items() if name.startswith("head.") and t.is_floating_point())
+    assert f"parameters trainable ({head:,} in the first epoch)" in _messages(caplog)  # the head alone at first
 
 
 def test_layer_decay_sets_learning_rates_by_depth(images: Path, tmp_path: Path, spy: dict) -> None:

@@ -270,6 +270,11 @@ class MaskedAutoencoder(Objective):
             raise ConfigError(
                 f"mask_patch_size {patch} does not divide the {height}x{width} input; choose a divisor, e.g. {stride}."
             )
+        if (height // patch) * (width // patch) < 2:  # one patch: every image masked everywhere, nothing left to see
+            raise ConfigError(
+                f"mask_patch_size {patch} leaves a single patch in the {height}x{width} input, so every image would be "
+                f"masked everywhere; choose a smaller mask_patch_size that divides it, e.g. {_half_divisor(height, width, patch)}."
+            )
         decoder = PixelDecoder(features.shape[1], stride, channels)
         decoder.mask_patch_size, decoder.mask_ratio = patch, cfg.mask_ratio
         return decoder
@@ -287,6 +292,11 @@ class MaskedAutoencoder(Objective):
 
     def record(self, cfg: Any) -> dict[str, Any]:
         return {"objective": self.name, "mask_ratio": cfg.mask_ratio, "mask_patch_size": cfg.mask_patch_size}
+
+
+def _half_divisor(height: int, width: int, patch: int) -> int:
+    """The largest divisor of both sides below `patch` (for the error's suggestion)."""
+    return next(d for d in range(min(patch, height, width) - 1, 0, -1) if height % d == 0 and width % d == 0)
 
 
 class PixelDecoder(nn.Module):

@@ -228,7 +228,9 @@ class Trainer:
         total = sum(p.numel() for p in model.parameters())
         self.parameter_counts = (trainable, total)  # parameters only: buffers (BatchNorm statistics) apart
         self.base_model = cfg.base_model or getattr(model.backbone, "base_model", None)
-        self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable.")
+        held = sum(p.numel() for p in self.strategy.frozen_parameters(model, 0, cfg) if p.requires_grad)
+        first = f" ({trainable - held:,} in the first epoch)" if held else ""  # e.g. gradual unfreezing
+        self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable{first}.")
         return model
 
     def _use_feature_cache(self) -> bool:
