@@ -86,11 +86,11 @@ class TinyPlugin(hubtl.BackbonePlugin):
     def __init__(self) -> None:
         self.created: list[str] = []
 
-    def create(self, model_name: str, pretrained: bool = True, **kwargs: Any) -> TinyNet:
+    def create(self, model_name: str, pretrained: bool = True) -> TinyNet:  # no options: an unknown one is a TypeError
         self.created.append(model_name)
         if model_name not in self.models:
             raise hubtl.BackboneNotFoundError(f"Unknown tiny model {model_name!r}; choose from {', '.join(self.models)}.")
-        return self.backbone_class(self.name, model_name, kwargs)
+        return self.backbone_class(self.name, model_name, {})
 
     def from_spec(self, spec: dict[str, Any], files_dir: Path | None) -> TinyNet:
         return self.backbone_class(self.name, spec["name"], spec.get("kwargs", {}))
@@ -126,8 +126,19 @@ def test_the_correct_plugin_conforms_to_every_check() -> None:
     assert [r.name for r in report.results] == list(CHECK_NAMES), report.summary()
     assert report.passed, report.summary()
     mine = ["feature_dtype", "deterministic_eval", "trainable", "preprocessor", "train_preprocessor", "spec_json",
-            "spec_public", "save_load", "list_models"]  # fmt: skip
+            "spec_public", "save_load", "list_models", "unknown_option"]  # fmt: skip
     assert all(report[name].status == "pass" for name in mine), report.summary()
+
+
+class _Lenient(TinyPlugin):
+    """Takes any option and ignores it: a misspelt backbone_kwargs would do nothing."""
+
+    def create(self, model_name: str, pretrained: bool = True, **kwargs: Any) -> TinyNet:  # type: ignore[override]
+        return super().create(model_name, pretrained)
+
+
+def test_a_plugin_that_ignores_unknown_options_is_caught() -> None:
+    assert_caught(broken("lenient", _Lenient), "unknown_option", "the option was ignored", "Raise hubtl.ConfigError")
 
 
 # ------------------------------------------------------------------ Preprocessor.deterministic

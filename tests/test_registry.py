@@ -121,6 +121,13 @@ def test_create_backbone_for_both_families(tiny_bert: str) -> None:
 # ---------------------------------------------------------------------------------------- broken plugin
 
 
+def test_a_misspelt_transformers_option_is_refused_not_dropped(tiny_bert: str) -> None:
+    # transformers' config would drop it silently, and the run would train another model than the one asked for
+    with pytest.raises(ConfigError, match=r"has no option 'num_hiden_layers' \(did you mean 'num_hidden_layers'\?\)"):
+        hubtl.create_backbone(tiny_bert, pretrained=False, num_hiden_layers=1)
+    assert hubtl.create_backbone(tiny_bert, pretrained=False, num_hidden_layers=1).model.config.num_hidden_layers == 1
+
+
 def test_broken_entry_point_plugin_is_reported_unavailable(broken_plugin: Path) -> None:
     plugins = {info.name: info for info in hubtl.list_plugins()}
     broken = plugins["broken"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import inspect
 import logging
 import os
@@ -176,6 +177,17 @@ def _pretrained_encoder(source: str, config: Any, overrides: dict[str, Any]) -> 
     return model
 
 
+def _unknown_options(model_name: str, unused: dict[str, Any], config: Any) -> str:
+    """The error for backbone_kwargs that are neither the plugin's options nor attributes of the model's config."""
+    known = ["pooling", "max_length", *config.to_dict()]
+    hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
+             for k in unused]
+    return (
+        f"transformers:{model_name} has no option {', '.join(hints)}: backbone_kwargs are pooling, max_length and "
+        f"attributes of the model's config (e.g. num_hidden_layers, hidden_dropout_prob). Remove or rename it."
+    )
+
+
 class TransformersPlugin(BackbonePlugin):
     """Adapts Hugging Face `AutoModel` text encoders, by Hub ID or local directory."""
 
@@ -202,15 +214,18 @@ class TransformersPlugin(BackbonePlugin):
         cache_only = offline() if not os.path.isdir(source) and not hub_reachable() else contextlib.nullcontext()
         try:
             with cache_only:
-                config = AutoConfig.from_pretrained(source, **kwargs)
-                tokenizer = _load_tokenizer(source)
-                model = _pretrained_encoder(source, config, kwargs) if pretrained else AutoModel.from_config(config)
+                config, unused = AutoConfig.from_pretrained(source, return_unused_kwargs=True, **kwargs)
+                if not unused:  # transformers drops what its config does not have: a misspelt option would do nothing
+                    tokenizer = _load_tokenizer(source)
+                    model = _pretrained_encoder(source, config, kwargs) if pretrained else AutoModel.from_config(config)
         except (OSError, ValueError) as err:
             where = "directory" if os.path.isdir(model_name) else "Hub ID"
             raise BackboneNotFoundError(
                 f"Could not load transformers model {model_name!r} ({where}): {err}. Give a local directory with "
                 "config.json, tokenizer files and weights, or a Hub ID reachable from here (HF_ENDPOINT, cache)."
             ) from err
+        if unused:
+            raise ConfigError(_unknown_options(model_name, unused, config))
         backbone = TransformersBackbone(model, tokenizer, model_name, pooling, max_length)
         backbone.base_model = _hub_id_of(model_name) if pretrained else None
         return backbone

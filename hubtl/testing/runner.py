@@ -38,6 +38,7 @@ from .spec_checks import (
     check_spec_json,
     check_spec_public,
     check_unknown_model,
+    check_unknown_option,
 )
 from .subject import Subject, _require, example_inputs
 
@@ -63,6 +64,7 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
     "onnx_export": check_onnx_export,
     "list_models": check_list_models,
     "unknown_model": check_unknown_model,
+    "unknown_option": check_unknown_option,
 }
 #: Every check `checks=[...]` accepts, in the order they run: `plugin` and `create` always run first (the others
 #: need the backbone create() builds), so naming them runs only those two.

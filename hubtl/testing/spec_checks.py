@@ -340,3 +340,26 @@ def check_unknown_model(s: Subject) -> str:
 
 
 #: The checks, in the order they run; `check_backbone(..., checks=[...])` runs a subset.
+
+
+#: An option no plugin takes: `create()` must refuse it rather than ignore it.
+UNKNOWN_OPTION = "hubtl_kit_no_such_option"
+
+
+def check_unknown_option(s: Subject) -> str:
+    """create() refuses an option it does not take: a user's misspelt backbone_kwargs must not silently do nothing."""
+    try:
+        with offline():
+            s.plugin.create(s.model_name, pretrained=False, **{**s.kwargs, UNKNOWN_OPTION: 1})
+    except (HubtlError, TypeError) as err:  # hubtl turns an unexpected keyword's TypeError into a ConfigError
+        _require(UNKNOWN_OPTION in str(err), f"the error for an unknown option does not name it: {str(err)[:200]}")
+        return f"{type(err).__name__}: {str(err)[:100]}"
+    except Exception as err:
+        raise CheckFailed(
+            f"create(..., {UNKNOWN_OPTION}=1) raised {type(err).__name__}: {str(err)[:200]}; raise a hubtl.ConfigError "
+            "that names the option and the ones you take."
+        ) from err
+    raise CheckFailed(
+        f"create(..., {UNKNOWN_OPTION}=1) succeeded: the option was ignored, so a user's misspelt backbone_kwargs would "
+        "silently do nothing. Raise hubtl.ConfigError naming the options you take, or take no **kwargs."
+    )
