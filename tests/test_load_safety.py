@@ -123,6 +123,37 @@ def test_custom_code_by_hub_id_is_never_downloaded(text_dir: Path, tmp_path: Pat
     assert not marker.exists()
 
 
+def test_a_transformers_backbone_by_hub_id_never_runs_code_nor_unpickles(
+    tiny_bert_dir: Path, tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    marker = tmp_path / "pwned"
+    with running_server(tmp_path / "hub-root", token=TOKEN) as url, use_endpoint(url):
+        api = HfApi(endpoint=url, token=TOKEN)
+        for repo in ("eve/remote-code", "eve/pickled"):
+            api.create_repo(repo)
+            api.upload_folder(repo_id=repo, folder_path=str(tiny_bert_dir), ignore_patterns=["*.safetensors"])
+        config = json.loads((tiny_bert_dir / "config.json").read_text())
+        config.update(auto_map={"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"})
+        api.upload_file(repo_id="eve/remote-code", path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json")
+        api.upload_file(repo_id="eve/remote-code", path_or_fileobj=EVIL_PY.format(marker=str(marker)).encode(),
+                        path_in_repo="evil.py")  # fmt: skip
+        weights = tmp_path / "pytorch_model.bin"
+        torch.save(load_file(str(tiny_bert_dir / "model.safetensors")), weights)
+        api.upload_file(repo_id="eve/pickled", path_or_fileobj=str(weights), path_in_repo="pytorch_model.bin")
+
+        with pytest.raises(hubtl.BackboneNotFoundError, match=r"names custom code \(auto_map"):  # no prompt either
+            hubtl.create_backbone("transformers:eve/remote-code")
+        with pytest.raises(hubtl.BackboneNotFoundError, match=r"no safetensors weights; hubtl never unpickles"):
+            hubtl.create_backbone("transformers:eve/pickled")
+    downloaded = {p.name for p in (hf_home / "hub").rglob("*") if p.is_file() or p.is_symlink()}
+    assert "config.json" in downloaded and not downloaded & {"evil.py", "pytorch_model.bin"}
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------ reads outside the repo
 
 
@@ -148,6 +179,19 @@ def test_tokenizer_files_named_outside_the_repo_are_refused(text_copy: Path, sec
     assert isinstance(err, ModelLoadError), err
     assert key in str(err) and "only name files inside its own folder" in str(err)
     assert not any("secret.txt" in v for v in violations)
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative to the working directory"])
+@pytest.mark.parametrize("key", ["vocab", "merges"])
+def test_tokenizer_data_given_as_a_path_is_refused(
+    text_copy: Path, secret: Path, key: str, relative: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the tokenizers library opens a string `vocab` as a file, in native code that the audit hook does not see
+    (text_copy / "backbone" / "tokenizer.json").unlink()
+    monkeypatch.chdir(secret.parent.parent)
+    edit_json(text_copy / "backbone" / "tokenizer_config.json", **{key: "outside/secret.txt" if relative else str(secret)})
+    with pytest.raises(ModelLoadError, match=rf"sets {key} to the string .*secret\.txt.*would open as a file outside"):
+        TransferModel.from_pretrained(text_copy)
 
 
 def test_a_backbone_file_linking_outside_the_repo_is_refused(text_copy: Path, secret: Path) -> None:

@@ -25,6 +25,11 @@ POOLINGS = ("cls", "mean", "pooler")
 MAX_LENGTH_LIMIT = 1 << 20
 #: Keys of a transformers folder's JSON files that hold only the name the model was saved from (never opened).
 _NAME_KEYS = {"name_or_path", "_name_or_path"}
+#: What `transformers:<Hub ID>` downloads: configs, tokenizer files and safetensors weights, never code or pickles
+HUB_PATTERNS = ("*.json", "*.txt", "*.model", "*.safetensors")
+#: Tokenizer arguments that take the data itself or, given a string, a file that the tokenizers library opens
+#: (relative to the working directory, not the model's folder): a saved tokenizer config never sets them to a string
+_DATA_OR_FILE_KEYS = ("vocab", "merges", "entity_vocab")
 
 
 class TextPreprocessor(Preprocessor):
@@ -147,19 +152,26 @@ class TransformersBackbone(Backbone):
         self.tokenizer.save_pretrained(directory)
 
 
-def _pretrained_encoder(source: str, config: Any, overrides: dict[str, Any]) -> nn.Module:
-    """The pretrained encoder. With fewer layers than its checkpoint (`num_hidden_layers`), the weights of the layers
-    left out are expected to go unused: one info line says so instead of transformers' report of unexpected keys."""
+def _pretrained_encoder(directory: Path, config: Any, overrides: dict[str, Any], source: str) -> nn.Module:
+    """The pretrained encoder from safetensors weights (never a pickle). With fewer layers than its checkpoint
+    (`num_hidden_layers`), the weights of the layers left out are expected to go unused: one info line says so
+    instead of transformers' report of unexpected keys."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    if not any(directory.glob("*.safetensors")):
+        raise ModelLoadError(
+            f"{source} has no safetensors weights; hubtl never unpickles (pytorch_model.bin). Convert the weights: "
+            "load the model with transformers yourself and save_pretrained it, which writes model.safetensors."
+        )
+    safe = {"config": config, "use_safetensors": True, "trust_remote_code": False}
     keep = overrides.get("num_hidden_layers")
     if not isinstance(keep, int):
-        return AutoModel.from_pretrained(source, config=config)
+        return AutoModel.from_pretrained(directory, **safe)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the report is logged as a warning; what matters in it is logged below
     try:
-        model, info = AutoModel.from_pretrained(source, config=config, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(directory, output_loading_info=True, **safe)
     finally:
         hf_logging.set_verbosity(verbosity)
     layer = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
@@ -208,21 +220,32 @@ class TransformersPlugin(BackbonePlugin):
                 f"No directory {model_name!r} for transformers:{model_name}. Give an existing local directory "
                 "(with config.json, tokenizer files and weights) or a Hub ID 'namespace/name'."
             )
-        from ..hub.client import hub_reachable, offline
+        from ..errors import HubtlError
+        from ..hub.client import hub_reachable, offline, resolve_model_dir
 
         # Out of reach, the Hub client would retry for a minute: read the cache only, or fail at once.
         cache_only = offline() if not os.path.isdir(source) and not hub_reachable() else contextlib.nullcontext()
+        where = "directory" if os.path.isdir(model_name) else "Hub ID"
         try:
             with cache_only:
-                config, unused = AutoConfig.from_pretrained(source, return_unused_kwargs=True, **kwargs)
+                # a Hub repo's data files only: never its code, never pickled weights
+                directory = resolve_model_dir(source, allow_patterns=list(HUB_PATTERNS))
+                check_transformers_files(directory)
+                config, unused = AutoConfig.from_pretrained(
+                    directory, trust_remote_code=False, return_unused_kwargs=True, **kwargs
+                )
                 if not unused:  # transformers drops what its config does not have: a misspelt option would do nothing
-                    tokenizer = _load_tokenizer(source)
-                    model = _pretrained_encoder(source, config, kwargs) if pretrained else AutoModel.from_config(config)
-        except (OSError, ValueError) as err:
-            where = "directory" if os.path.isdir(model_name) else "Hub ID"
+                    tokenizer = _load_tokenizer(str(directory))
+                    model = (_pretrained_encoder(directory, config, kwargs, model_name) if pretrained
+                             else AutoModel.from_config(config, trust_remote_code=False))  # fmt: skip
+        except (OSError, ValueError, HubtlError) as err:
+            if isinstance(err, ConfigError) and not isinstance(err, ModelLoadError):
+                raise
+            if isinstance(err, HubtlError):  # its message says what to do
+                raise BackboneNotFoundError(f"Could not load transformers model {model_name!r} ({where}): {err}") from err
             raise BackboneNotFoundError(
                 f"Could not load transformers model {model_name!r} ({where}): {err}. Give a local directory with "
-                "config.json, tokenizer files and weights, or a Hub ID reachable from here (HF_ENDPOINT, cache)."
+                "config.json, tokenizer files and safetensors weights, or a Hub ID reachable from here (HF_ENDPOINT, cache)."
             ) from err
         if unused:
             raise ConfigError(_unknown_options(model_name, unused, config))
@@ -366,6 +389,13 @@ def check_transformers_files(directory: str | os.PathLike) -> None:
                 f"{path.name} in the saved backbone names custom code (auto_map: {content['auto_map']}); hubtl never runs "
                 "code from a model repo. Use an architecture that transformers ships."
             )
+        for key, value in (content.items() if isinstance(content, dict) else ()):
+            if str(key).lower() in _DATA_OR_FILE_KEYS and isinstance(value, str):
+                raise ModelLoadError(
+                    f"{path.name} in the backbone sets {key} to the string {value!r}, which the tokenizer would open as a "
+                    "file outside the model's folder; a saved tokenizer holds its vocabulary in tokenizer.json. Save the "
+                    "model again."
+                )
         for key, value in _file_references(content):
             if not (value and value == Path(value).name and value not in (".", "..") and "\\" not in value):
                 raise ModelLoadError(
