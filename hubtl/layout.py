@@ -15,6 +15,7 @@ An output directory::
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -22,7 +23,7 @@ import os
 import sys
 import tempfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -188,6 +189,19 @@ def read_weights_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[i
             raise ModelLoadError(f"{path} is corrupt (tensor {key!r} has a damaged header entry). Save or download the model again.")
         tensors[key] = (dtype, shape)
     return tensors
+
+
+def check_links(directory: str | os.PathLike, names: tuple[str, ...], root: str | os.PathLike | None = None) -> None:
+    """Refuse model files `names` in `directory` that link outside `root` (default: the directory), before any is read.
+
+    A cloned repo keeps its symbolic links: a config.json linking to another file would be read as the model's.
+    """
+    directory = Path(directory)
+    bounds = Path(root or directory).resolve()
+    for name in names:
+        path = directory / name
+        if path.is_symlink() and not path.resolve().is_relative_to(bounds):
+            raise ModelLoadError(f"{directory}: {name} links outside the model directory; a model's files must lie inside it.")
 
 
 def check_backbone_files(directory: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
@@ -370,6 +384,45 @@ def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[
     return "; ".join(details)
 
 
+@contextlib.contextmanager
+def built_within(header: Mapping[str, Any], where: str) -> Iterator[None]:
+    """While a model is built for its weights file, refuse more tensors and modules than the file justifies.
+
+    A tampered config (a depth of a million layers) would otherwise build for minutes, and take gigabytes, before
+    the shapes could be compared: each parameter, buffer and submodule registered counts, and past twice the file's
+    tensors (plus slack for what state dicts leave out) the build stops with a ModelLoadError.
+    """
+    from torch.nn.modules import module as torch_module
+
+    limit = 2 * len(header) + 1000
+    counts = {"tensors": 0, "modules": 0}
+    failure = ModelLoadError(
+        f"{where}: its config describes a model far larger than its {WEIGHTS_NAME} ({len(header)} tensors), so the "
+        "config was tampered with or belongs to other weights. Save or download the model again."
+    )
+
+    def counter(kind: str) -> Any:
+        def hook(*_: Any) -> None:
+            counts[kind] += 1
+            if counts[kind] > limit:
+                raise failure
+
+        return hook
+
+    handles = [
+        torch_module.register_module_parameter_registration_hook(counter("tensors")),
+        torch_module.register_module_buffer_registration_hook(counter("tensors")),
+        torch_module.register_module_module_registration_hook(counter("modules")),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+    if max(counts.values()) > limit:  # raised in the build, and swallowed by the code that built
+        raise failure
+
+
 def load_weights(module: Any, path: str | os.PathLike, *, device: str = "cpu", built_by: str = "config.json") -> None:
     """Load a safetensors file into `module` strictly, with its state-dict versions; every failure a ModelLoadError.
 
@@ -399,6 +452,13 @@ def load_weights(module: Any, path: str | os.PathLike, *, device: str = "cpu", b
     )
     if mismatch:
         raise ModelLoadError(f"{path} does not match {built_by} ({mismatch}). Save or download the model again.")
+    kinds = [k for k, v in expected.items() if v.is_floating_point() != state[k].is_floating_point()]
+    if kinds:  # integers copied into float weights (or the reverse) would load as garbage without an error
+        k = kinds[0]
+        raise ModelLoadError(
+            f"{path}: {len(kinds)} weight(s) have another kind of dtype than {built_by} builds (e.g. {k}: the file has "
+            f"{state[k].dtype}, the model {expected[k].dtype}). Save or download the model again."
+        )
     try:
         module.load_state_dict(state, strict=True)
     except Exception as err:  # a module's own _load_from_state_dict may raise anything

@@ -28,6 +28,8 @@ from .layout import (
     check_backbone_files,
     load_weights,
     read_config,
+    built_within,
+    check_links,
     read_weights_header,
     shape_mismatch,
     save_weights,
@@ -232,13 +234,16 @@ class TransferModel(nn.Module):
         )
         local = Path(model_id).expanduser().is_dir()
         where = str(directory) if local else str(model_id)
-        config = read_config(directory, where)
         # Hub snapshots are links into the repo's blob store, two levels up.
-        check_backbone_files(directory / BACKBONE_DIR, root=directory if local else directory.parent.parent)
+        root = directory if local else directory.parent.parent
+        check_links(directory, (CONFIG_NAME, WEIGHTS_NAME), root)
+        config = read_config(directory, where)
+        check_backbone_files(directory / BACKBONE_DIR, root=root)
         header = read_weights_header(directory / WEIGHTS_NAME)
         _check_head(config, header, where)
         _check_architecture(cls, config, directory / BACKBONE_DIR, header, where)
-        model = _build(cls, config, directory / BACKBONE_DIR, where)
+        with built_within(header, where):  # also for plugins that cannot build on the meta device
+            model = _build(cls, config, directory / BACKBONE_DIR, where)
         _load_weights(model, directory / WEIGHTS_NAME)
         model.eval()
         return model.to(device) if device is not None else model
@@ -288,7 +293,7 @@ def _check_architecture(
 ) -> None:
     """Build the model on the meta device (no memory) and compare every weight's shape with the file's header."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), built_within(header, where):
             skeleton = _build(cls, config, files_dir, where)
     except HubtlError:
         raise

@@ -202,6 +202,19 @@ def test_a_backbone_file_linking_outside_the_repo_is_refused(text_copy: Path, se
         TransferModel.from_pretrained(text_copy)
 
 
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_a_model_file_linking_outside_the_folder_is_refused_before_it_is_read(
+    image_copy: Path, tmp_path: Path, name: str
+) -> None:
+    outside = tmp_path / "elsewhere" / name  # a cloned repo keeps its links
+    outside.parent.mkdir()
+    (image_copy / name).rename(outside)
+    (image_copy / name).symlink_to(outside)
+    err, violations = load_watched(image_copy)
+    assert isinstance(err, ModelLoadError) and f"{name} links outside the model directory" in str(err), err
+    assert not any("elsewhere" in v for v in violations)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"pretrained_cfg_overlay": {"file": "/etc/hostname"}}, {"cache_dir": "/tmp"}, {"drop_rate": "../../etc/hostname"}],
@@ -234,6 +247,40 @@ def test_a_huge_backbone_config_is_refused_before_anything_is_allocated(text_cop
         TransferModel.from_pretrained(text_copy)
 
 
+@pytest.fixture(scope="module")
+def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = TransferModel.from_backbone("timm:test_vit", labels=["ant", "bee"], pretrained=False)
+    return model.save_pretrained(tmp_path_factory.mktemp("vit") / "model")
+
+
+def test_a_huge_depth_is_refused_before_it_is_built(vit_dir: Path, tmp_path: Path) -> None:
+    # measured on hubtl 0.1: depth 20,000 on a 1.2 MB file built for 222 s and took 2.1 GB before the shapes were compared
+    copy = Path(shutil.copytree(vit_dir, tmp_path / "vit"))
+    edit_json(copy / "config.json", backbone__kwargs={**json.loads((copy / "config.json").read_text())["backbone"]["kwargs"],
+                                                      "depth": 20_000})  # fmt: skip
+    with pytest.raises(ModelLoadError, match=r"describes a model far larger than its model\.safetensors"):
+        TransferModel.from_pretrained(copy)
+
+
+def test_a_huge_layer_count_is_refused_before_it_is_built(text_copy: Path) -> None:
+    edit_json(text_copy / "backbone" / "config.json", num_hidden_layers=100_000)
+    with pytest.raises(ModelLoadError, match=r"describes a model far larger than its model\.safetensors"):
+        TransferModel.from_pretrained(text_copy)
+
+
+def test_weights_of_another_dtype_kind_are_refused(image_copy: Path) -> None:
+    weights = image_copy / "model.safetensors"  # a float tensor relabelled as int32 in the header loads as garbage
+    data = weights.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    first = next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32")
+    header[first]["dtype"] = "I32"
+    raw = json.dumps(header).encode().ljust(length)
+    weights.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length :])
+    with pytest.raises(ModelLoadError, match=rf"another kind of dtype .*{first}: the file has torch\.int32"):
+        TransferModel.from_pretrained(image_copy)
+
+
 def test_weights_that_a_header_lies_about_are_refused(image_copy: Path) -> None:
     weights = image_copy / "model.safetensors"
     data = weights.read_bytes()
@@ -260,6 +307,7 @@ def test_weights_that_a_header_lies_about_are_refused(image_copy: Path) -> None:
         ({"id2label": ["a", "b"]}, r"`id2label`: input should be a valid dictionary"),
         ({"backbone__data_config__mean": "x"}, r"mean must be a list of one number per channel, got 'x'"),
         ({"backbone__data_config__input_size": [3, 10**9, 10**9]}, r"input_size must be"),
+        ({"backbone__data_config__crop_pct": 0.002}, r"crop_pct 0\.002 resizes images to \d+ px before cropping"),
     ],
 )
 def test_bad_config_values_are_model_load_errors(image_copy: Path, change: dict[str, Any], pattern: str) -> None:

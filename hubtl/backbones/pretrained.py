@@ -10,6 +10,7 @@ folder, shapes checked against the safetensors header before any weight is read;
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -17,10 +18,13 @@ from typing import Any
 
 from ..errors import BackboneNotFoundError, ConfigError, ModelLoadError
 from ..layout import (
+    BACKBONE_CONFIG_NAME,
     BACKBONE_DIR,
     PRETRAINED_LOAD_PATTERNS,
     WEIGHTS_NAME,
+    built_within,
     check_backbone_files,
+    check_links,
     load_weights,
     read_backbone_config,
     read_weights_header,
@@ -48,14 +52,19 @@ class PretrainedPlugin(BackbonePlugin):
         `kwargs` (a config's backbone_kwargs) replace the saved spec's, e.g. {pooling: cls, max_length: 64}.
         """
         directory, hub_id, where = _folder(model_name)
+        root = directory if hub_id is None else directory.parent.parent  # Hub snapshots link into the blob store
+        check_links(directory, (BACKBONE_CONFIG_NAME, WEIGHTS_NAME), root)
         config = read_backbone_config(directory, where)
-        check_backbone_files(directory / BACKBONE_DIR, root=directory if hub_id is None else directory.parent.parent)
+        check_backbone_files(directory / BACKBONE_DIR, root=root)
         spec = dict(config["backbone"])
         # backbone_kwargs replace the folder's spec kwargs (e.g. pooling, max_length), within the allow-list of the
         # plugin that made it: the weights fix the architecture, so a kwarg that changes a shape fails while loading
         spec["kwargs"] = {**(spec.get("kwargs") or {}), **kwargs}
+        weights = directory / WEIGHTS_NAME
+        budget = built_within(read_weights_header(weights), where) if weights.is_file() else contextlib.nullcontext()
         try:
-            backbone = backbone_from_spec(spec, directory / BACKBONE_DIR)
+            with budget:  # a tampered depth fails at once instead of building for minutes
+                backbone = backbone_from_spec(spec, directory / BACKBONE_DIR)
         except ModelLoadError as err:
             if not kwargs:
                 raise

@@ -108,6 +108,13 @@ def check_data_config(data_config: Any) -> dict[str, Any]:
     crop = config.get("crop_pct")
     if crop is not None and not (isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1.0):
         problems.append(f"crop_pct must be a number in (0, 1], got {crop!r}")
+    elif crop is not None and not problems:  # timm resizes to side / crop_pct before cropping: bound that too
+        side = max(size[1:]) if size is not None else 224
+        if math.floor(side / crop) > MAX_IMAGE_SIZE:
+            problems.append(
+                f"crop_pct {crop!r} resizes images to {math.floor(side / crop)} px before cropping, above "
+                f"{MAX_IMAGE_SIZE}; use a crop_pct of at least {side / MAX_IMAGE_SIZE:.3g}"
+            )
     for key, choices in (("interpolation", INTERPOLATIONS), ("crop_mode", CROP_MODES)):
         if config.get(key) is not None and config[key] not in choices:
             problems.append(f"{key} must be one of {', '.join(choices)}, got {config[key]!r}")
