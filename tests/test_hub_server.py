@@ -347,6 +347,34 @@ def test_data_survives_a_restart(tmp_path):
         assert Path(path).read_bytes() == payload
 
 
+def test_a_tampered_commit_record_serves_nothing_outside_the_root(tmp_path):
+    root, outside = tmp_path / "hub_root", tmp_path / "outside.txt"
+    outside.write_text("not the server's to serve")
+    with running_server(root, token=TOKEN) as url, use_endpoint(url):
+        api = HfApi(endpoint=url, token=TOKEN)
+        api.create_repo("alice/tampered")
+        sha = api.upload_file(path_or_fileobj=b"hello", path_in_repo="leak.txt", repo_id="alice/tampered").oid
+        record_path = next(root.rglob(f"commits/{sha}.json"))
+        record = json.loads(record_path.read_text())
+        # blobs are stored at blobs/<id[:2]>/<id>: an id starting with ".." climbs from blobs/.. (the root)
+        record["tree"]["leak.txt"]["sha256"] = os.path.relpath(outside, root)
+        record_path.write_text(json.dumps(record))
+        host = urlsplit(url)
+        conn = http.client.HTTPConnection(host.hostname, host.port)
+        conn.request("GET", f"/alice/tampered/resolve/{sha}/leak.txt")
+        response = conn.getresponse()
+        body = response.read()
+    assert response.status >= 400 and b"not the server's" not in body
+
+
+def test_a_huge_readme_still_gives_its_card_data(api):
+    api.create_repo("alice/big-card")
+    big = README + "x" * (3 * 1024 * 1024)  # the front matter leads; the body is never read for listings
+    api.upload_file(path_or_fileobj=big.encode(), path_in_repo="README.md", repo_id="alice/big-card")
+    info = api.model_info("alice/big-card")
+    assert info.card_data is not None and info.card_data.get("license") == "mit"
+
+
 def test_subprocess_client_uses_env_vars(tmp_path):
     """Another process only needs HF_ENDPOINT, HF_HUB_DISABLE_XET and a token in its environment."""
     script = (

@@ -100,7 +100,9 @@ def card_data(store: Store, tree: dict) -> dict | None:
     if entry is None:
         return None
     try:
-        return front_matter(store.read_blob(entry["sha256"]).decode("utf-8", errors="replace"))
+        # the front matter leads the file: a README of hundreds of MB is not read whole for every listing
+        head = store.read_blob(entry["sha256"], limit=MAX_FRONT_MATTER + 4096)
+        return front_matter(head.decode("utf-8", errors="replace"))
     except (InvalidYaml, OSError):
         return None
 

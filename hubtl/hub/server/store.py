@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 
 from ...layout import atomic_write
 from .errors import BadRequest, EntryNotFound, ParentCommitMismatch, RevisionNotFound
-from .names import FULL_SHA_RE, SHORT_SHA_RE, Repo, check_new_ref, ref_name_problem
+from .names import FULL_SHA_RE, SHA256_RE, SHORT_SHA_RE, Repo, check_new_ref, ref_name_problem
 
 try:  # cross-process lock on POSIX; a thread lock is used everywhere
     import fcntl
@@ -117,11 +117,15 @@ class Store:
     # -- blobs
 
     def blob_path(self, sha256: str) -> Path:
-        """Where the blob with this sha256 lives."""
+        """Where the blob with this sha256 lives (an id that is not a sha256 is refused: it could name any path)."""
+        if not isinstance(sha256, str) or not SHA256_RE.fullmatch(sha256):
+            raise OSError(f"the store is damaged: {sha256!r} is not a blob id")
         return self.root / "blobs" / sha256[:2] / sha256
 
     def has_blob(self, sha256: str, size: int | None = None) -> bool:
         """Whether the blob is stored (with this size, if given)."""
+        if not isinstance(sha256, str) or not SHA256_RE.fullmatch(sha256):
+            return False
         path = self.blob_path(sha256)
         return path.is_file() and (size is None or path.stat().st_size == size)
 
@@ -138,9 +142,10 @@ class Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
 
-    def read_blob(self, sha256: str) -> bytes:
-        """Read a blob's content."""
-        return self.blob_path(sha256).read_bytes()
+    def read_blob(self, sha256: str, limit: int | None = None) -> bytes:
+        """Read a blob's content (at most its first `limit` bytes)."""
+        with self.blob_path(sha256).open("rb") as f:
+            return f.read(-1 if limit is None else limit)
 
     def regular_entry(self, data: bytes) -> dict:
         """Store inline content and describe it as a regular (non-LFS) tree entry."""
