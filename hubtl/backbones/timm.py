@@ -249,7 +249,12 @@ class TimmPlugin(BackbonePlugin):
                 return timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
         except TypeError as err:
             raise ConfigError(f"timm model {model_name!r} rejected backbone_kwargs {kwargs}: {err}") from err
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, KeyError) as err:
+            if not pretrained and isinstance(err, (KeyError, ValueError)):  # an option's value timm does not know
+                raise ConfigError(
+                    f"timm model {model_name!r} cannot be built with backbone_kwargs {kwargs} ({type(err).__name__}: "
+                    f"{err}); check the options' values."
+                ) from err
             if not pretrained:
                 raise
             raise BackboneNotFoundError(

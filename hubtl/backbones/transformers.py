@@ -382,7 +382,7 @@ def check_transformers_files(directory: str | os.PathLike) -> None:
     for path in sorted(directory.rglob("*.json")):
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             raise ModelLoadError(f"{path.name} in the saved backbone is not valid JSON ({err}); save the model again.") from err
         if isinstance(content, dict) and "auto_map" in content:
             raise ModelLoadError(

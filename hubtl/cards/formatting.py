@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from typing import Any
@@ -94,8 +95,13 @@ def value_text(value: Any) -> str:
 
 
 def cell(text: Any) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell, shown as written (never as HTML: labels and names are users' words)."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def code(text: Any) -> str:
+    """Text as an inline code span on one line, safe in a table cell: no backtick inside can end the span early."""
+    return "`" + str(text).replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
 
 
 def count(n: Any) -> str:

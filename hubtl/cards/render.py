@@ -13,7 +13,7 @@ from ..errors import ModelLoadError
 from ..layout import README_NAME, atomic_write, read_config, read_training_record
 from ..tasks import Classification
 from .context import build_context, card_task
-from .formatting import cell, count
+from .formatting import cell, code, count
 from .metadata import card_data
 from .plots import PLOT_FILES, write_plots
 
@@ -101,5 +101,6 @@ def _environment() -> Any:
         autoescape=False,
     )
     env.filters["cell"] = cell
+    env.filters["code"] = code
     env.filters["count"] = count
     return env
