@@ -23,6 +23,23 @@ def describe(image: ImageInput) -> str:
     return type(image).__name__
 
 
+#: Pillow's modes of integer pixels wider than 8 bits (16-bit PNG or TIFF); `convert("RGB")` clips them at 255
+WIDE_INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB; 16-bit grayscale is scaled to 8 bits (a plain conversion clips it, mostly to white)."""
+    if image.mode in WIDE_INTEGER_MODES:
+        import numpy as np
+
+        pixels = np.asarray(image, dtype=np.float64)
+        top = float(pixels.max(initial=0))
+        # "I" may hold 8-bit values; the "I;16" modes always span 16 bits
+        peak = 65535.0 if image.mode != "I" or 255 < top <= 65535 else max(top, 255.0)
+        image = Image.fromarray(np.clip(np.rint(pixels * (255.0 / peak)), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def load_image(image: ImageInput, min_size: int | None = None) -> Image.Image:
     """Decode one raw image input to an RGB PIL image, or raise InvalidInputError saying which file failed.
 
@@ -30,7 +47,7 @@ def load_image(image: ImageInput, min_size: int | None = None) -> Image.Image:
     both sides stay at least `min_size` pixels: several times faster for large photos. PIL images are returned as they are.
     """
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     return _decode(image, lambda size: jpeg_scale(size, min_size) if min_size else 1)
 
 
@@ -52,7 +69,7 @@ def _decode(image: ImageInput, scale_of: Callable[[tuple[int, int]], int]) -> Im
             if scale > 1:
                 img.draft("RGB", (img.width // scale, img.height // scale))
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except FileNotFoundError as err:
         raise InvalidInputError(f"Image file not found: {describe(image)}. Check the path.") from err
     except IsADirectoryError as err:

@@ -463,6 +463,21 @@ def test_large_jpegs_are_decoded_at_reduced_scale_for_evaluation_and_the_onnx_co
     np.testing.assert_allclose(consumer, drafted[0].numpy(), atol=1e-6)
 
 
+def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    from hubtl.backbones.timm import ImagePreprocessor
+    from hubtl.export.onnx_consumer import preprocess_image
+
+    ramp = np.linspace(0, 65535, 48 * 48).reshape(48, 48).astype(np.uint16)  # e.g. a 16-bit PNG from a scanner
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(tmp_path / "8bit.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    deep, eight = np.asarray(load_image(tmp_path / "deep.png")), np.asarray(load_image(tmp_path / "8bit.png"))
+    assert np.abs(deep.astype(int) - eight).max() <= 1 and 120 < deep.mean() < 135  # was 254.6 of 255 (clipped)
+    preprocess = ImagePreprocessor({"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    np.testing.assert_allclose(preprocess_image(tmp_path / "deep.png", preprocess.config()),
+                               preprocess([tmp_path / "deep.png"])["pixel_values"][0].numpy(), atol=1e-6)
+
+
 def test_length_grouped_sampler_batches_similar_lengths_and_is_seeded_per_epoch():
     from hubtl.data.lengths import LengthGroupedSampler
 

@@ -126,6 +126,9 @@ def test_a_misspelt_transformers_option_is_refused_not_dropped(tiny_bert: str) -
     with pytest.raises(ConfigError, match=r"has no option 'num_hiden_layers' \(did you mean 'num_hidden_layers'\?\)"):
         hubtl.create_backbone(tiny_bert, pretrained=False, num_hiden_layers=1)
     assert hubtl.create_backbone(tiny_bert, pretrained=False, num_hidden_layers=1).model.config.num_hidden_layers == 1
+    positions = hubtl.create_backbone(tiny_bert, pretrained=False).model.config.max_position_embeddings
+    with pytest.raises(ConfigError, match=rf"max_length {positions + 1} is longer than .*max_position_embeddings: {positions}"):
+        hubtl.create_backbone(tiny_bert, pretrained=False, max_length=positions + 1)  # it crashed mid-training
 
 
 def test_broken_entry_point_plugin_is_reported_unavailable(broken_plugin: Path) -> None:

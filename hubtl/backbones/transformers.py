@@ -96,6 +96,12 @@ class TransformersBackbone(Backbone):
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.pooling = pooling
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if max_length and isinstance(positions, int) and max_length > positions:
+            raise ConfigError(
+                f"max_length {max_length} is longer than {model_name}'s position embeddings (max_position_embeddings: "
+                f"{positions}): longer inputs could not run. Use max_length: {min(positions, 512)} or less."
+            )
         self.max_length = int(max_length or _default_max_length(model, tokenizer))
         self.feature_dim = int(model.config.hidden_size)
         # Tokenizer outputs the model's forward takes (DistilBERT takes no token_type_ids).

@@ -77,6 +77,18 @@ class OnnxClassifier:
         return results
 
 
+def _to_rgb(image: Any) -> Any:
+    """The image in RGB; 16-bit grayscale is scaled to 8 bits (a plain conversion clips it, mostly to white)."""
+    from PIL import Image
+
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = float(pixels.max(initial=0))
+        peak = 65535.0 if image.mode != "I" or 255 < top <= 65535 else max(top, 255.0)
+        image = Image.fromarray(np.clip(np.rint(pixels * (255.0 / peak)), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def preprocess_image(image: Any, config: dict[str, Any]) -> np.ndarray:
     """timm's evaluation transform in Pillow and numpy: resize the short side, centre-crop, scale, normalise; [C, H, W]."""
     from PIL import Image
@@ -93,8 +105,8 @@ def preprocess_image(image: Any, config: dict[str, Any]) -> np.ndarray:
                 scale = next((s for s in (8, 4, 2) if w % s == 0 and h % s == 0 and min(w, h) // s >= side), 1)
                 if scale > 1:
                     opened.draft("RGB", (w // scale, h // scale))
-            image = opened.convert("RGB")
-    image = image.convert("RGB")
+            image = _to_rgb(opened)
+    image = _to_rgb(image)
     w, h = image.size
     if mode == "squash":
         image = image.resize((scale_w, scale_h), resample)
