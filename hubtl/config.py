@@ -221,9 +221,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
 def _parse_value(raw: str) -> Any:
     """Parse an override value as YAML (numbers, booleans, lists), falling back to the raw string."""
     try:
-        return _yaml_load(raw)
+        value = _yaml_load(raw)
     except yaml.YAMLError:
         return raw
+    # a mapping is written `{key: value}` on a command line; `timm:` alone is a (half-typed) name, not {timm: null}
+    return raw if isinstance(value, dict) and not raw.lstrip().startswith("{") else value
 
 
 def _resolve_data_paths(values: dict[str, Any], base: Path) -> None:

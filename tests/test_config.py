@@ -356,3 +356,9 @@ def test_data_files_without_path_is_a_valid_config(tmp_path: Path) -> None:
     assert cfg.dataset.path is None and cfg.dataset.data_files == {"train": str(tmp_path / "train.csv")}
     with pytest.raises(ConfigError, match=r"dataset\.path must name .*or give dataset\.data_files"):
         load_config({"backbone": "timm:test_resnet", "dataset": {"name": "x"}})
+
+
+def test_a_half_typed_name_stays_a_string_and_a_mapping_needs_braces() -> None:
+    values: dict = {}
+    apply_overrides(values, ["--backbone", "timm:", "--backbone_kwargs", "{image_size: 64}"])
+    assert values == {"backbone": "timm:", "backbone_kwargs": {"image_size": 64}}  # was {'timm': None}, a type error

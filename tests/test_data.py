@@ -375,6 +375,8 @@ def test_bad_arguments_are_config_errors(text_csv):
     jsonl.write_text('{"text": "a", "label": 0}')
     with pytest.raises(ConfigError, match="column_names only applies to header-less csv/tsv"):
         _load(jsonl, column_names=["text", "label"])
+    with pytest.raises(DataError, match=r"its columns are: sentence\. .*more columns than column_names names"):
+        _load(SST2 / "dev.tsv", column_names=["sentence"], validation_size=0.25)  # pandas' __index_level_0__ not shown
     with pytest.raises(ConfigError, match="labels has duplicates"):
         _load(text_csv, labels=["a", "a"])
 

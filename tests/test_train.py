@@ -734,7 +734,7 @@ def test_output_dir_of_an_earlier_run(tiny_bert: str, texts: Path, tmp_path: Pat
     with pytest.raises(ConfigError, match=r"no checkpoint in .*start without --resume"):
         train(cfg, ["--resume"])
     first = train(cfg)
-    with pytest.raises(ConfigError, match=r"already holds a model or checkpoints.*--resume.*--overwrite_output_dir true"):
+    with pytest.raises(ConfigError, match=r"already holds checkpoints of an earlier run.*--resume.*--overwrite_output_dir true"):
         train(cfg)
     again = train(cfg, ["--overwrite_output_dir", "true"])
     assert again.eval_results == first.eval_results
@@ -1078,5 +1078,5 @@ def test_every_problem_of_a_config_is_reported_before_data_is_read(images: Path,
     assert message.startswith("The run cannot start; fix these 2 problems:")
     assert "Unknown timm model 'resnet_18_typo'" in message and "Dataset path not found" in message
     assert "Loading and checking the data" not in _messages(caplog)  # nothing was read
-    with pytest.raises(ConfigError, match="already holds a model or checkpoints from an earlier run"):
+    with pytest.raises(ConfigError, match="already holds a config.json .*no checkpoint to resume. Pass --overwrite_output_dir"):
         train(_timm(images, out))

@@ -300,9 +300,13 @@ def _require_column(ds: datasets.Dataset, column: str, split: str, cfg: DatasetC
     hint = ""
     if what == "label column" and set(ds.column_names) <= {"image"}:
         hint = " For an image folder, put the images in one sub-folder per class (at least two classes)."
+    # pandas keeps the columns column_names leaves unnamed as an index, which datasets calls __index_level_N__
+    columns = [c for c in ds.column_names if not c.startswith("__index_level_")]
+    if len(columns) < len(ds.column_names):
+        hint += " The file has more columns than column_names names: give one name per column."
     raise DataError(
         f"The {what} '{column}' is not in split '{split}' of {cfg.source}; its columns are: "
-        f"{', '.join(ds.column_names)}. Set {key} to one of them.{hint}"
+        f"{', '.join(columns)}. Set {key} to one of them.{hint}"
     )
 
 

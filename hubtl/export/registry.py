@@ -83,7 +83,7 @@ def export_model(
         validate_repo_id(push_to_hub)
     target = Path(directory).expanduser()
     if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not overwrite:
-        raise ExportError(f"{target} already exists; give a new --output_dir, or overwrite=True to replace it.")
+        raise ExportError(f"{target} already exists; give a new --output_dir, or replace it with --overwrite (overwrite=True in Python).")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.export-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

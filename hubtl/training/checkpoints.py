@@ -83,9 +83,10 @@ class Checkpoints:
             return path
         if existing or (self.output_dir / "config.json").exists():
             if not overwrite_output_dir:
+                what = ("checkpoints of an earlier run. Resume it with --resume, pass" if existing
+                        else "a config.json (a saved model), and no checkpoint to resume. Pass")  # fmt: skip
                 raise ConfigError(
-                    f"{self.output_dir} already holds a model or checkpoints from an earlier run. "
-                    "Resume it with --resume, pass --overwrite_output_dir true, or choose another output_dir."
+                    f"{self.output_dir} already holds {what} --overwrite_output_dir true, or choose another output_dir."
                 )
             if self.main:
                 shutil.rmtree(self.directory, ignore_errors=True)
