@@ -375,6 +375,12 @@ def test_bad_arguments_are_config_errors(text_csv):
     jsonl.write_text('{"text": "a", "label": 0}')
     with pytest.raises(ConfigError, match="column_names only applies to header-less csv/tsv"):
         _load(jsonl, column_names=["text", "label"])
+    header_only, empty = text_csv.parent / "header.csv", text_csv.parent / "empty.csv"
+    header_only.write_text("text,label\n")
+    empty.write_text("")
+    for train in (header_only, empty):  # was "DatasetGenerationError: An error occurred while generating the dataset"
+        with pytest.raises(DataError, match=r"holds no rows \(it is empty, or a header only\); add examples to it"):
+            _load(text_csv.parent, data_files={"train": str(train), "validation": str(text_csv)})
     with pytest.raises(DataError, match=r"its columns are: sentence\. .*more columns than column_names names"):
         _load(SST2 / "dev.tsv", column_names=["sentence"], validation_size=0.25)  # pandas' __index_level_0__ not shown
     with pytest.raises(ConfigError, match="labels has duplicates"):

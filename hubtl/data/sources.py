@@ -196,11 +196,26 @@ def _read(
         empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(err))
         if empty:
             raise DataError(f"Split '{empty.group(1)}' of {cfg.source} is empty; add examples to it.") from err
+        cause = _root_cause(err)  # datasets wraps the parser's error in a DatasetGenerationError
+        if type(cause).__name__ == "EmptyDataError" or "the first 0 values" in str(cause):
+            raise DataError(
+                f"A data file of {cfg.source} holds no rows (it is empty, or a header only); add examples to it. "
+                f"({type(cause).__name__}: {str(cause)[:200]})"
+            ) from err
         raise DataError(
-            f"Could not read {cfg.source} as {name}: {type(err).__name__}: {err}. "
+            f"Could not read {cfg.source} as {name}: {type(cause).__name__}: {str(cause)[:300]}. "
             "Check the file format, its header (column_names for header-less csv/tsv) and delimiter."
         ) from err
     return _as_dict(loaded)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost exception of a chain (what the parser said, not its wrappers)."""
+    seen = {id(err)}
+    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        err = inner
+    return err
 
 
 def _as_dict(loaded: Any) -> datasets.DatasetDict:
