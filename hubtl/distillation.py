@@ -334,7 +334,7 @@ class Distillation(Objective):
 
     def __init__(self, model: TransferModel, data: TransferData, config: TrainingConfig, accelerator: Any) -> None:
         from .data.unlabeled import has_unlabeled, load_unlabeled
-        from .training.processes import main_process_first
+        from .processes import main_process_first
 
         task = get_task(config.task)
         self.config, self.accelerator, self.data = config, accelerator, data

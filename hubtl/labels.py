@@ -5,6 +5,7 @@ Pure functions on Python values, used by the tasks in `hubtl.tasks` to encode th
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Iterable
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from .errors import DataError
+
+logger = logging.getLogger("hubtl")
 
 
 def single_labels(values: list[Any], column: str, split: str) -> list[Any]:
@@ -71,6 +74,8 @@ def label_mapping(
                 distinct.setdefault(v, None)
     values = list(distinct)
     names = list(given or feature_names or _sorted_names(values))
+    if not given and not feature_names:
+        _warn_if_mixed(names, column)
     position = {n: i for i, n in enumerate(names)}
     if all(value_name(v) in position for v in values):
         return names, {v: position[value_name(v)] for v in values}
@@ -88,6 +93,18 @@ def label_mapping(
         f"Label column '{column}' has {len(offending)} value(s) outside the label set {preview(names, 10)}: "
         f"{preview(offending, 5)}. {fix}"
     )
+
+
+def _warn_if_mixed(names: list[str], column: str) -> None:
+    """Warn when the classes taken from the data mix numbers and words (0/1 and neg/pos are four classes)."""
+    numeric = [n for n in names if n.lstrip("-").isdigit()]
+    if numeric and len(numeric) < len(names):
+        words = [n for n in names if n not in numeric]
+        logger.warning(
+            "Label column '%s' mixes numbers (%s) and words (%s): they are %d different classes. If some stand for the "
+            "same class, write them one way in the data, or set labels.", column, preview(numeric, 5), preview(words, 5),
+            len(names),
+        )
 
 
 def _sorted_names(values: list[Any]) -> list[str]:

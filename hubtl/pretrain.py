@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .training.processes import run_command
+from .processes import run_command
 
 USAGE = """usage: hubtl pretrain CONFIG.yaml [--key value ...] [--resume]
        accelerate launch -m hubtl.pretrain CONFIG.yaml [--key value ...]

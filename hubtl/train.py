@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from .training import Trainer, TrainResult, train
-from .training.processes import run_command
+from .processes import run_command
 
 __all__ = ["TrainResult", "Trainer", "main", "train"]
 

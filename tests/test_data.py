@@ -167,6 +167,18 @@ def test_integer_labels_sorted_numerically(tmp_path):
     assert all(data.labels[int(t)] == text[1:] for text, t in _items(data))
 
 
+def test_labels_mixing_numbers_and_words_are_flagged(tmp_path, caplog):
+    rows = [{"text": f"t{i}", "label": ["0", "1", "neg", "pos"][i % 4]} for i in range(8)]  # two conventions merged
+    with caplog.at_level("WARNING", logger="hubtl"):
+        data = _load(_write_csv(tmp_path / "m.csv", rows), validation_size=0.5)
+    assert data.labels == ["0", "1", "neg", "pos"]
+    assert "mixes numbers (0, 1) and words (neg, pos): they are 4 different classes" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hubtl"):
+        _load(_write_csv(tmp_path / "w.csv", [{**r, "label": r["label"] + "x"} for r in rows]), validation_size=0.5)
+    assert "mixes numbers" not in caplog.text
+
+
 def test_class_label_feature_order_kept_and_unlabelled_rows_rejected(tmp_path):
     features = datasets.Features({
         "text": datasets.Value("string"),

@@ -20,7 +20,7 @@ from scipy.stats import kendalltau
 
 from hubtl.cli import main as cli_main
 from hubtl.errors import ConfigError, HubtlError
-from hubtl.ranking import kendall_tau, knn_accuracy, linear_probe_score, logme, rank
+from hubtl.ranking import RankResult, RankRow, kendall_tau, knn_accuracy, linear_probe_score, logme, rank
 from hubtl.ranking.run import sample_rows
 from hubtl.ranking.scores import target_columns
 from hubtl.tasks import get_task
@@ -90,6 +90,21 @@ def test_logme_prefers_features_that_explain_the_labels() -> None:
     assert logme(good, y) > logme(noise, y) + 0.1
 
 
+def test_target_columns_leave_out_classes_and_labels_without_a_positive_example() -> None:
+    labels = np.array([0, 2, 2, 0, 2])  # class 1 of 3 never occurs
+    assert target_columns(labels, "classification", 3).tolist() == [[1, 0], [0, 1], [0, 1], [1, 0], [0, 1]]
+    indicators = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 0]], dtype=np.float32)  # label 1 never occurs
+    assert target_columns(indicators, "multi_label", None).tolist() == [[1, 1], [0, 1], [1, 0]]
+    values = np.array([[0.5, 0.0], [1.5, 0.0]])  # a regression output that is always 0 is still an output
+    assert target_columns(values, "regression", None).shape == (2, 2)
+    with pytest.raises(ConfigError, match="No label occurs"):
+        target_columns(np.zeros((4, 3), dtype=np.float32), "multi_label", None)
+    rng = np.random.default_rng(7)
+    f = rng.normal(size=(60, 24))
+    seen = rng.integers(0, 2, 60)
+    assert logme(f, target_columns(seen, "classification", 3)) == logme(f, target_columns(seen, "classification", 2))
+
+
 # ---------------------------------------------------------------------------------------------- k-NN and linear
 
 
@@ -130,6 +145,27 @@ def test_kendall_tau_matches_scipy() -> None:
         a, b = rng.integers(0, 4, 9).tolist(), rng.normal(size=9).tolist()
         assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
     assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+    assert math.isnan(kendall_tau([1, 2, 3], [0.5, 0.5, 0.5])) and math.isnan(kendalltau([1, 2, 3], [0.5] * 3).statistic)
+
+
+def _tuned_result(scores: list[float], values: list[float], metric: str, greater_is_better: bool) -> RankResult:
+    rows = [
+        RankRow(f"c{i}", TINY_TIMM, False, {}, scores={"logme": s},
+                fine_tuned={"metric": metric, "metric_value": v, "greater_is_better": greater_is_better})
+        for i, (s, v) in enumerate(zip(scores, values))
+    ]  # fmt: skip
+    return RankResult("logme", rows, "regression", "data", 30, 10).sort()
+
+
+def test_kendall_tau_counts_a_lower_is_better_metric_reversed_and_ties_as_undefined() -> None:
+    # the best score has the lowest RMSE: the score and the fine-tuned models agree
+    agree = _tuned_result([3.0, 2.0, 1.0], [0.1, 0.2, 0.3], "eval_rmse", greater_is_better=False)
+    assert agree.kendall_tau() == 1.0 and agree.to_dict()["kendall_tau_with_fine_tuned"] == 1.0
+    assert "fine-tuned eval_rmse (lower is better): 1.000" in agree.table()
+    assert _tuned_result([3.0, 2.0, 1.0], [0.1, 0.2, 0.3], "eval_accuracy", True).kendall_tau() == -1.0
+    tied = _tuned_result([3.0, 2.0, 1.0], [0.5, 0.5, 0.5], "eval_accuracy", greater_is_better=True)
+    assert tied.kendall_tau() is None and tied.to_dict()["kendall_tau_with_fine_tuned"] is None
+    assert "eval_accuracy: n/a (undefined" in tied.table() and "0.000" not in tied.table()
 
 
 # ---------------------------------------------------------------------------------------------- ranking runs
@@ -207,6 +243,10 @@ def test_sample_rows_is_seeded_stratified_and_at_most_the_limit() -> None:
     rare = torch.tensor([0] * 997 + [1, 2, 3])
     picked = sample_rows(rare, 10, seed=0)
     assert len(picked) == 10 and set(rare[picked].tolist()) == {0, 1, 2, 3}
+    # fewer examples than classes: exactly the limit, one example each of the largest classes
+    three = torch.tensor([0] * 5 + [1] * 3 + [2])
+    few = sample_rows(three, 2, seed=0)
+    assert len(few) == 2 and sorted(three[few].tolist()) == [0, 1]
     # regression or multi-label targets: a plain seeded sample
     values = torch.randn(50)
     assert len(sample_rows(values, 20, seed=0)) == 20
@@ -235,6 +275,15 @@ def test_a_large_split_is_scored_on_a_sample_that_reuses_stored_whole_split_feat
         rank(config, candidates, max_samples=1)
 
 
+def test_a_class_without_training_examples_leaves_the_logme_ranking_unchanged(colours: Path, tmp_path: Path) -> None:
+    candidates = [TINY_TIMM, "timm:test_efficientnet"]
+    plain = rank(_config(colours, tmp_path / "plain"), candidates)
+    extra = rank(_config(colours, tmp_path / "extra", labels=["blue", "red", "green"]), candidates)  # no green image
+    assert [r.name for r in extra.rows] == [r.name for r in plain.rows]
+    for a, b in zip(plain.rows, extra.rows):
+        assert b.scores["logme"] == pytest.approx(a.scores["logme"], abs=1e-9), a.name
+
+
 def test_candidates_from_the_config_fall_back_to_its_keys(colours: Path, tmp_path: Path) -> None:
     config = _config(colours, tmp_path, candidates=[
         {"name": "random", "backbone": TINY_TIMM},  # pretrained and backbone_kwargs from the top level
@@ -260,6 +309,20 @@ def test_bad_candidate_lists_are_config_errors(colours: Path, tmp_path: Path, ca
         rank(_config(colours, tmp_path), candidates)
 
 
+def test_one_candidate_and_top_without_train_are_refused_before_anything_runs(
+    colours: Path, tmp_path: Path, feature_cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match=r"2 or more candidates.*'timm:test_resnet'.*--candidates"):
+        rank(_config(colours, tmp_path / "one"), [TINY_TIMM])
+    with pytest.raises(ConfigError, match="--top 1 .*add --train"):
+        rank(_config(colours, tmp_path / "top"), [TINY_TIMM, "timm:test_efficientnet"], top=1)
+    config = tmp_path / "rank.yaml"
+    config.write_text(yaml.safe_dump(_config(colours, tmp_path / "cli")))
+    assert cli_main(["rank", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--top", "1"]) == 2
+    assert "add --train" in capsys.readouterr().err
+    assert not any(feature_cache_dir.iterdir()) and not any(tmp_path.glob("*/rank.json"))  # nothing was computed
+
+
 def test_fewer_than_two_usable_candidates_is_an_error_naming_the_reasons(colours: Path, tmp_path: Path) -> None:
     with pytest.raises(HubtlError, match=r"Only 1 of 2 candidates.*no_such_model"):
         rank(_config(colours, tmp_path), [TINY_TIMM, "timm:no_such_model"])
@@ -267,20 +330,28 @@ def test_fewer_than_two_usable_candidates_is_an_error_naming_the_reasons(colours
         rank(_config(colours, tmp_path), [TINY_TIMM, "timm:test_efficientnet"], metric="leep")
 
 
-def test_top_k_train_fine_tunes_the_best_and_records_kendall_tau(colours: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("best, key, higher", [(None, "eval_accuracy", True), ("eval_loss", "eval_loss", False)])
+def test_top_k_train_fine_tunes_the_best_and_records_kendall_tau(
+    colours: Path, tmp_path: Path, capsys, best: str | None, key: str, higher: bool
+) -> None:
     config = tmp_path / "rank.yaml"
     config.write_text(yaml.safe_dump(_config(
         colours, tmp_path / "out", strategy="linear_probe", augment=False, learning_rate=0.05, num_train_epochs=2,
+        **({"metric_for_best_model": best} if best else {}),
     )))  # fmt: skip
     code = cli_main(["rank", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--top", "2", "--train"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "Ranked by logme" in printed and "Kendall tau" in printed
     saved = json.loads((tmp_path / "out" / "rank.json").read_text())
-    assert "kendall_tau_with_fine_tuned" in saved
+    # τ counts a lower-is-better metric (the trainer's rule for the best model) reversed
+    scores = [r["scores"]["logme"] for r in saved["rows"]]
+    values = [r["fine_tuned"]["metric_value"] * (1 if higher else -1) for r in saved["rows"]]
+    expected = kendall_tau(scores, values)
+    assert saved["kendall_tau_with_fine_tuned"] == (None if math.isnan(expected) else expected)  # null: all tied
     for row in saved["rows"]:
         tuned = row["fine_tuned"]
-        assert tuned["metric"] == "eval_accuracy" and 0.0 <= tuned["metric_value"] <= 1.0
+        assert tuned["metric"] == key and tuned["greater_is_better"] is higher and tuned["metric_value"] >= 0.0
         assert (Path(tuned["output_dir"]) / "model.safetensors").is_file()
         assert Path(tuned["output_dir"]).parent == tmp_path / "out"
 
@@ -321,3 +392,46 @@ def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
     # the store holds each process's shard, not one gathered file
     metas = [json.loads(p.read_text()) for p in cache.glob("*/meta.json")]
     assert len(metas) == 4 and all(len(m["shards"]) == 2 for m in metas)
+
+
+def test_a_candidate_failing_on_one_process_fails_on_all_and_the_others_still_rank(
+    tiny_bert: str, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    """Only the second process's shard holds a token the small-vocabulary BERT cannot embed: both report it and go on."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    small = tmp_path / "small-vocab-bert"  # embeddings for token ids below 1000 only: '!' is 999, 'film' 2143
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(small)  # fmt: skip
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(small)
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = ["! " * (i + 1) for i in range(11)] + ["a good film"]  # rows 6-11 are the second process's shard
+    rows = "\n".join(f"{t},{'pos' if i % 2 else 'neg'}" for i, t in enumerate(texts))
+    (data / "train.csv").write_text(f"text,label\n{rows}\n")
+    (data / "dev.csv").write_text("text,label\n! !,pos\n!,neg\n")
+    config = tmp_path / "rank.yaml"
+    config.write_text(yaml.safe_dump({
+        "backbone": tiny_bert, "backbone_kwargs": {"pooling": "mean"}, "output_dir": str(tmp_path / "out"),
+        "dataset": {"path": str(data), "data_files": {"train": "train.csv", "validation": "dev.csv"}}, "seed": 0,
+        "disable_tqdm": True, "report_to": "none", "dataloader_num_workers": 0, "per_device_eval_batch_size": 4,
+        "candidates": [
+            {"name": "mean", "backbone": tiny_bert},
+            {"name": "small-vocab", "backbone": f"transformers:{small}"},
+            {"name": "cls", "backbone": tiny_bert, "backbone_kwargs": {"pooling": "cls"}},
+        ],
+    }))  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "hubtl.ranking", str(config),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = {r["name"]: r for r in json.loads((tmp_path / "out" / "rank.json").read_text())["rows"]}
+    assert saved["mean"]["error"] is None and saved["cls"]["error"] is None and saved["cls"]["scores"]["logme"]
+    failed = saved["small-vocab"]
+    assert "IndexError" in failed["error"] and failed["error"].endswith("(on process 1 of 2)") and not failed["scores"]

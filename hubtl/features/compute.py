@@ -28,6 +28,7 @@ from ..backbones.base import in_given_order, inference_layout
 from ..data import make_collate
 from ..data.lengths import longest_first
 from ..data.loader import loader_options
+from ..processes import on_every_process
 from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
 
 logger = logging.getLogger("hubtl")
@@ -146,7 +147,10 @@ def backbone_features(
             return Features(FeatureDataset(stored, dataset.targets), "cache", key)
     if key is None:
         return Features(_gathered_features(accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress), "memory")
-    shard = _shard_features(accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress)
+    # a shard that fails on one process only (a text too long for the backbone) fails on all of them, here, instead
+    # of leaving the others waiting in the store's collective calls
+    shard = on_every_process(accelerator, lambda: _shard_features(
+        accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress))  # fmt: skip
     stored = _store(accelerator, store, key, shard, describe or {})
     if stored is not None:
         return Features(FeatureDataset(stored, dataset.targets), "computed", key)

@@ -18,7 +18,7 @@ from ..data.dataset import TransferData
 from ..data.unlabeled import load_unlabeled_data
 from ..errors import ConfigError
 from ..training.disk import tensor_bytes
-from ..training.processes import main_process_first
+from ..processes import main_process_first
 from ..training.record import kept_epoch_message
 from ..training.trainer import Trainer, TrainResult
 from .config import PretrainingConfig, load_pretraining_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..training.processes import is_main_launch_process, run_command
+from ..processes import is_main_launch_process, run_command
 from .run import DEFAULT_MAX_SAMPLES
 from .scores import SCORES
 

@@ -46,9 +46,19 @@ def format_table(result: RankResult) -> str:
     scored = result.scored_train_samples
     sampled = f"{scored} of the " if scored is not None and scored < result.train_samples else ""
     title = f"Ranked by {result.metric} on {sampled}{result.train_samples} training examples of {result.dataset} ({result.task})"
+    return "\n".join([title, *out, *_tau_footer(result)])
+
+
+def _tau_footer(result: RankResult) -> list[str]:
+    """The line on Kendall's τ with the fine-tuned metric (n/a when every value ties); none without 2 fine-tuned rows."""
+    rows = result.fine_tuned_rows()
+    if len(rows) < 2:
+        return []
+    tuned = rows[0].fine_tuned or {}
+    lower = "" if tuned.get("greater_is_better", True) else " (lower is better)"
     tau = result.kendall_tau()
-    footer = [f"Kendall tau between {result.metric} and the fine-tuned metric: {tau:.3f}"] if tau is not None else []
-    return "\n".join([title, *out, *footer])
+    shown = f"{tau:.3f}" if tau is not None else "n/a (undefined: every fine-tuned value, or every score, is the same)"
+    return [f"Kendall tau between {result.metric} and the fine-tuned {tuned.get('metric', 'metric')}{lower}: {shown}"]
 
 
 def write_report(result: RankResult, folder: Path) -> list[Path]:

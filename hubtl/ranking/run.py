@@ -6,7 +6,9 @@ under `accelerate launch`, each process writing its own shard), and the main pro
 A split larger than `max_samples` is scored on a seeded sample of that many examples, stratified by
 class, the same for every candidate: the ranking's cost stops growing with the data set, and stored
 features of the whole split are reused when there are some.
-A candidate that fails is reported in its row with the reason; the others still rank.
+A candidate that fails is reported in its row with the reason; the others still rank. Under `accelerate launch`
+the processes agree on a candidate's failure after each step that runs on its own, before the next collective call,
+so a candidate that fails on one process (on an input of its shard, say) fails on all of them.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from ..data import load_transfer_data
 from ..data.loader import default_num_workers
 from ..errors import ConfigError, HubtlError
 from ..features import backbone_features
-from ..metrics import metric_key
+from ..metrics import is_better, metric_key
 from ..tasks import get_task
-from ..training.processes import main_process_first
+from ..processes import main_process_first, on_every_process
 from .scores import SCORES, check_metric, knn_accuracy, linear_probe_score, logme, target_columns, task_kind
 
 logger = logging.getLogger("hubtl")
@@ -41,7 +43,6 @@ logger = logging.getLogger("hubtl")
 #: Examples of a split scored by default: the LogME ranking of SST-2's six candidates was the same on every
 #: seeded sample of 500 or more of its 6,920 sentences as on all of them (README, "does LogME pick ...").
 DEFAULT_MAX_SAMPLES = 2000
-
 
 @dataclass
 class Candidate:
@@ -103,12 +104,19 @@ class RankResult:
         self.rows.sort(key=lambda r: (not r.ok, -r.scores.get(key, -math.inf)))
         return self
 
+    def fine_tuned_rows(self) -> list[RankRow]:
+        """The usable rows fine-tuned with `--train` that have a value of the fine-tuned main metric."""
+        return [r for r in self.rows if r.ok and r.fine_tuned and r.fine_tuned.get("metric_value") is not None]
+
     def kendall_tau(self, metric: str | None = None) -> float | None:
-        """Kendall's τ-b between a score and the fine-tuned main metric, over rows fine-tuned with `--train`."""
-        rows = [r for r in self.rows if r.ok and r.fine_tuned and r.fine_tuned.get("metric_value") is not None]
+        """Kendall's τ-b between a score and how good the fine-tuned main metric is; None if undefined or untrained."""
+        rows = self.fine_tuned_rows()
         if len(rows) < 2:
             return None
-        return kendall_tau([r.scores[metric or self.metric] for r in rows], [r.fine_tuned["metric_value"] for r in rows])
+        # a metric that is better when lower (eval_loss, eval_rmse) counts negated, so τ > 0 means the score agrees
+        tuned = [r.fine_tuned["metric_value"] * (1 if r.fine_tuned.get("greater_is_better", True) else -1) for r in rows]
+        tau = kendall_tau([r.scores[metric or self.metric] for r in rows], tuned)
+        return None if math.isnan(tau) else tau  # every fine-tuned value (or every score) tied: no ranking to compare
 
     def to_dict(self) -> dict[str, Any]:
         """rank.json's content."""
@@ -118,9 +126,8 @@ class RankResult:
             "seconds": round(self.seconds, 3),
             "rows": [dataclasses.asdict(r) for r in self.rows],
         }  # fmt: skip
-        tau = self.kendall_tau()
-        if tau is not None:
-            out["kendall_tau_with_fine_tuned"] = tau
+        if len(self.fine_tuned_rows()) >= 2:
+            out["kendall_tau_with_fine_tuned"] = self.kendall_tau()  # null: undefined, every value tied
         return out
 
     def to_pandas(self) -> Any:
@@ -207,8 +214,18 @@ def rank(
         cfg = load_config(config.to_dict(), overrides)
     wanted = check_metric(metric)
     chosen = parse_candidates(candidates if candidates is not None else cfg.candidates, cfg)
+    if len(chosen) < 2:
+        raise ConfigError(
+            f"Ranking compares 2 or more candidates, and got only {chosen[0].name!r}: add others with --candidates "
+            "A B ... (or to the config's `candidates:` list), or fine-tune the one backbone with `hubtl train`."
+        )
     if top < 0 or (train and top < 1):
         raise ConfigError("--top must be a positive number of candidates to fine-tune (with --train).")
+    if top and not train:
+        raise ConfigError(
+            f"--top {top} only says how many of the best candidates --train fine-tunes, and does nothing alone: add "
+            "--train to fine-tune them (hubtl.rank(..., top=K, train=True)), or leave --top out."
+        )
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2):
         raise ConfigError(
             f"max_samples must be a number of examples (2 or more), or None / `--max_samples all` for every one; "
@@ -235,6 +252,12 @@ def rank(
     if acc.is_main_process and scored < len(data.train):
         logger.info("Scoring every candidate on the same %d of the %d training examples (a seeded sample, stratified "
                     "by class; --max_samples all scores every one).", scored, len(data.train))  # fmt: skip
+    for split in ("train", "eval") if "linear" in wanted else ("train",):
+        classes = _class_count(getattr(data, split).targets)
+        if acc.is_main_process and max_samples is not None and classes > max_samples:
+            logger.warning("--max_samples %d is fewer than the %d classes of the %s split: its sample holds one example "
+                           "of each of its %d largest classes and none of the others. Pass --max_samples %d or more (or "
+                           "all) to score every class.", max_samples, classes, split, max_samples, classes)  # fmt: skip
     rows = []
     for candidate in chosen:
         row = _score(acc, cfg, candidate, data, task, wanted, sample)
@@ -280,9 +303,15 @@ def _modality(candidates: list[Candidate]) -> str:
     return kinds.pop()
 
 
+def _class_count(targets: Any) -> int:
+    """How many classes occur in class-index targets (0 for multi-label or regression targets)."""
+    targets = np.asarray(targets)
+    return len(np.unique(targets)) if targets.ndim == 1 and np.issubdtype(targets.dtype, np.integer) else 0
+
+
 def sample_rows(targets: Any, limit: int | None, seed: int) -> np.ndarray | None:
     """A seeded sample of at most `limit` rows, in data order, stratified by class for class-index targets
-    (every class keeps at least one example); None when every row is wanted."""
+    (every class keeps at least one example while there are no more classes than `limit`); None when every row is wanted."""
     targets = np.asarray(targets)
     n = len(targets)
     if limit is None or limit >= n:
@@ -291,12 +320,16 @@ def sample_rows(targets: Any, limit: int | None, seed: int) -> np.ndarray | None
     if targets.ndim != 1 or not np.issubdtype(targets.dtype, np.integer):
         return np.sort(rng.permutation(n)[:limit])
     classes, counts = np.unique(targets, return_counts=True)
-    share = counts * limit / n
-    quota = np.maximum(np.floor(share).astype(np.int64), 1)
-    for i in np.argsort(-(share - np.floor(share)), kind="stable")[: max(0, limit - int(quota.sum()))]:
-        quota[i] += 1  # the rest by largest remainder
-    while quota.sum() > limit and quota.max() > 1:  # more classes than a proportional share allows
-        quota[np.argmax(quota)] -= 1
+    if len(classes) > limit:  # one example each of the `limit` largest classes (ties in seeded order), none of the rest
+        quota = np.zeros(len(classes), dtype=np.int64)
+        quota[np.lexsort((rng.permutation(len(classes)), -counts))[:limit]] = 1
+    else:
+        share = counts * limit / n
+        quota = np.maximum(np.floor(share).astype(np.int64), 1)
+        for i in np.argsort(-(share - np.floor(share)), kind="stable")[: max(0, limit - int(quota.sum()))]:
+            quota[i] += 1  # the rest by largest remainder
+        while quota.sum() > limit:  # more classes than a proportional share allows: take from the largest quotas
+            quota[np.argmax(quota)] -= 1
     picked = [rng.permutation(np.flatnonzero(targets == c))[:q] for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(picked))
 
@@ -311,11 +344,15 @@ def _score(
     row = RankRow(candidate.name, candidate.backbone, candidate.pretrained, candidate.backbone_kwargs)
     started = time.time()
     backbone = None
-    try:
+
+    def build() -> tuple[Any, Any]:
         set_seed(cfg.seed)
-        backbone = create_backbone(candidate.backbone, pretrained=candidate.pretrained, **candidate.backbone_kwargs)
-        backbone.requires_grad_(False).to(acc.device)
-        preprocess = backbone.preprocessor(train=False)
+        built = create_backbone(candidate.backbone, pretrained=candidate.pretrained, **candidate.backbone_kwargs)
+        built.requires_grad_(False).to(acc.device)
+        return built, built.preprocessor(train=False)
+
+    try:
+        backbone, preprocess = on_every_process(acc, build)
         splits = {"train": data.train, **({"eval": data.eval} if "linear" in wanted else {})}
         features = {}
         for split, dataset in splits.items():
@@ -328,11 +365,12 @@ def _score(
             )  # fmt: skip
             row.features_from[split] = found.source
             features[split] = found.dataset
-        row.feature_dim = int(getattr(backbone, "feature_dim", features["train"].matrix().shape[1]))
-        if acc.is_main_process:
+        dim = getattr(backbone, "feature_dim", None)
+        row.feature_dim = int(dim if dim is not None else features["train"].matrix().shape[1])
+        if acc.is_main_process:  # no collective call follows before the next candidate: a failure here is the main's own
             row.scores = _scores(features, task, data.labels, wanted)
     except Exception as err:  # noqa: BLE001 - any failure of a candidate is reported in its row; the others still rank
-        row.error = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+        row.error = _reason(err)
     finally:
         held = weakref.ref(backbone) if backbone is not None else None
         del backbone
@@ -340,6 +378,11 @@ def _score(
             gc.collect()  # a reference cycle keeps it: free its memory before the next candidate is built
     row.seconds = round(time.time() - started, 3)
     return row
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as one line of a row's `error` (at most 500 characters)."""
+    return " ".join(f"{type(err).__name__}: {err}".split())[:500]
 
 
 def _scores(features: dict[str, Any], task: Any, labels: list[str] | None, wanted: list[str]) -> dict[str, float]:
@@ -377,6 +420,7 @@ def _fine_tune_top(result: RankResult, cfg: TrainingConfig, output: Path, top: i
         key = metric_key(cfg.metric_for_best_model or get_task(cfg.task).default_metric)
         row.fine_tuned = {
             "output_dir": str(trained.output_dir), "metric": key, "metric_value": trained.eval_results.get(key),
+            "greater_is_better": is_better(key, 1.0, 0.0, cfg.greater_is_better),  # the trainer's rule for "best"
             "eval_results": {k: v for k, v in trained.eval_results.items() if isinstance(v, (int, float))},
         }  # fmt: skip
     if main:
@@ -389,7 +433,7 @@ def _folder_name(name: str) -> str:
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's τ-b rank correlation of two equally long sequences (ties counted as in scipy's default)."""
+    """Kendall's τ-b rank correlation of two equally long sequences (ties as in scipy's default; NaN when undefined)."""
     n = len(a)
     concordant = discordant = ties_a = ties_b = 0
     for i in range(n):
@@ -406,4 +450,4 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
             else:
                 discordant += 1
     denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denominator if denominator else 0.0
+    return (concordant - discordant) / denominator if denominator else math.nan  # one side all ties, as in scipy

@@ -36,16 +36,30 @@ def task_kind(task: Any, targets: np.ndarray | torch.Tensor) -> str:
 
 
 def target_columns(targets: np.ndarray, kind: str, num_classes: int | None) -> np.ndarray:
-    """The targets as an (N, C) float64 matrix: one-hot classes, multi-label indicators, or regression outputs."""
+    """The targets as an (N, C) float64 matrix: one-hot classes and multi-label indicators that occur, or regression outputs."""
     targets = np.asarray(targets)
     if kind == "classification":
         classes = int(num_classes or (targets.max() + 1))
-        return np.eye(classes, dtype=np.float64)[targets.astype(np.int64)]
-    return targets.reshape(len(targets), -1).astype(np.float64)
+        columns = np.eye(classes, dtype=np.float64)[targets.astype(np.int64)]
+    else:
+        columns = targets.reshape(len(targets), -1).astype(np.float64)
+        if kind == "regression":
+            return columns
+    # A class or label with no positive example here gets no column: an all-zero column adds an evidence term that
+    # grows with the feature width, not with how well the features suit the task, and can reorder the candidates.
+    present = columns.any(0)
+    if not present.any():
+        raise ConfigError(
+            "No label occurs in the scored examples (every multi-label target is all zeros): LogME has nothing to "
+            "score. Check the label column, or score more examples (--max_samples)."
+        )
+    return columns[:, present]
 
 
 def logme(features: np.ndarray, targets: np.ndarray) -> float:
     """LogME of (N, D) features for (N, C) target columns: the mean over columns of the per-example log evidence.
+
+    Pass only columns with a positive example (as `target_columns` gives them): each column counts in the mean.
 
     With F = U S Vᵀ (k = rank of F, σ = s²) and x = Uᵀy, each column's α, β start at 1 and repeat
     t = α/β; γ = Σ σ/(σ+t); |m|² = Σ σx²/(σ+t)²; |Fm−y|² = Σ x²t²/(σ+t)² + (|y|² − |x|²);

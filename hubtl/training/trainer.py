@@ -40,7 +40,7 @@ from .disk import tensor_bytes
 from .feature_cache import FeatureHead, cache_decision, feature_collate
 from .interrupts import StopRequests
 from .parallel import allow_fsdp_on_cpu, check_fsdp_config, full_state_dict, is_sharded, set_wrap_policy
-from .processes import main_process_first
+from ..processes import main_process_first
 from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker, tracker_metrics
 
 logger = logging.getLogger("hubtl")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import HubtlError
+from .errors import HubtlError
 
 T = TypeVar("T")
 
@@ -41,6 +41,31 @@ def main_process_first(accelerator: Any, load: Callable[[], T]) -> T:
         result = load()
     accelerator.wait_for_everyone()
     return result  # type: ignore[return-value]
+
+
+def on_every_process(accelerator: Any, step: Callable[[], T]) -> T:
+    """Run `step` on each process; when it failed on any, raise on every one (before the next collective call).
+
+    Work each process does alone (its shard of a feature pass) can fail on one process only; the others would then
+    wait at the next collective call for a process that has moved on. The failing process raises its own error,
+    the others a HubtlError with its reason, ending "(on process i of n)".
+    """
+    if accelerator.num_processes == 1:
+        return step()
+    from accelerate.utils import gather_object
+
+    value, error = None, None
+    try:
+        value = step()
+    except Exception as err:  # noqa: BLE001 - raised below on this process, its reason sent to the others
+        error = err
+    reasons = gather_object([" ".join(f"{type(error).__name__}: {error}".split())[:450] if error is not None else ""])
+    if error is not None:
+        raise error
+    failed = [i for i, reason in enumerate(reasons) if reason]
+    if failed:
+        raise HubtlError(f"{reasons[failed[0]]} (on process {failed[0]} of {len(reasons)})")
+    return value  # type: ignore[return-value]
 
 
 def is_main_launch_process() -> bool:
