@@ -85,6 +85,17 @@ def _write_csv(path: Path, rows: list[dict], sep: str = ",") -> Path:
 # --- image folders -------------------------------------------------------------------------------
 
 
+def test_an_image_folder_class_without_images_is_flagged(image_folder, tmp_path, caplog):
+    import shutil
+
+    root = Path(shutil.copytree(image_folder, tmp_path / "pets"))
+    (root / "wasp").mkdir()  # an empty class folder: datasets leaves it out silently
+    with caplog.at_level(logging.WARNING, logger="hubtl"):
+        data = _load(root, modality="image", validation_size=0.2)
+    assert data.labels == ["cat", "dog"]
+    assert "1 folder(s) of" in caplog.text and "hold no images and are left out, so they are no class: wasp" in caplog.text
+
+
 def test_image_folder_labels_skips_bad_files_and_keeps_gif(image_folder, caplog):
     with caplog.at_level(logging.WARNING, logger="hubtl"):
         data = _load(image_folder, modality="image", validation_size=0.2)

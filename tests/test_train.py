@@ -728,6 +728,19 @@ def test_is_better_direction_and_nan() -> None:
 # ---------------------------------------------------------------------------------------------- output dir
 
 
+def test_resuming_with_another_batch_size_warns(tiny_bert: str, texts: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "out"
+    cfg = _bert(tiny_bert, texts, out, strategy="linear_probe", learning_rate=0.05, num_train_epochs=1)
+    train(cfg)
+    caplog.clear()
+    train({**cfg, "num_train_epochs": 2}, ["--resume"])  # the restored schedule was built for 1 epoch
+    assert "The checkpoint was written by a run with num_train_epochs 1.0 (now 2.0)" in _messages(caplog)
+    caplog.clear()
+    train({**cfg, "num_train_epochs": 3, "per_device_train_batch_size": 4}, ["--resume"])
+    assert "per_device_train_batch_size 8 (now 4)" in _messages(caplog)
+    assert "this is not the run the checkpoint began" in _messages(caplog)
+
+
 def test_output_dir_of_an_earlier_run(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     cfg = _bert(tiny_bert, texts, out, strategy="linear_probe", learning_rate=0.05, num_train_epochs=1)

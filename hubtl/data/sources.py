@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from ..hub.client import looks_like_repo_id
 from .config import DatasetConfig
 
 #: split names taken as the eval split, in this order, when `eval_split` is not set
+logger = logging.getLogger("hubtl")
+
 EVAL_SPLIT_NAMES = ("validation", "val", "valid", "dev", "test")
 
 _TABULAR_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
@@ -102,6 +105,7 @@ def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
 def _directory_plan(path: str, cfg: DatasetConfig) -> SourcePlan:
     exts = _extensions_under(path)
     if exts & _IMAGE_EXTENSIONS:
+        _warn_empty_class_folders(path)
         return SourcePlan("imagefolder", {"data_dir": path}, None, path)
     if not exts & set(_TABULAR_FORMATS):
         raise DataError(f"{cfg.source} holds no image files and no csv/tsv/json/jsonl/parquet files; give {SUPPORTED}.")
@@ -109,6 +113,18 @@ def _directory_plan(path: str, cfg: DatasetConfig) -> SourcePlan:
     files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
              for split, split_files in found.items()}
     return _local_plan({split: f for split, f in files.items() if f}, cfg, path)
+
+
+def _warn_empty_class_folders(path: str) -> None:
+    """Warn about folders of an image folder that hold no image: they are no class at all (datasets drops them)."""
+    empty = []
+    for folder, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if folder != path and not dirs and not any(_extension(n) in _IMAGE_EXTENSIONS for n in names):
+            empty.append(os.path.relpath(folder, path))
+    if empty:
+        logger.warning("%d folder(s) of %s hold no images and are left out, so they are no class: %s. Add images to "
+                       "them or remove them.", len(empty), path, ", ".join(sorted(empty)[:5]))  # fmt: skip
 
 
 def _extensions_under(path: str) -> set[str]:

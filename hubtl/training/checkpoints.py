@@ -49,6 +49,8 @@ class TrainerState:
     logged_loss_count: int = 0
     # step and in-epoch evaluation records ("kind": "step" / "eval"), beside the epoch rows of `history`
     log: list[dict[str, Any]] = field(default_factory=list)
+    # what fixed the steps and the learning-rate schedule when the run began (compared on --resume)
+    run_shape: dict[str, Any] = field(default_factory=dict)
 
 
 class Checkpoints:

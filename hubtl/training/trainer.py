@@ -125,6 +125,7 @@ class Trainer:
         self.use_cache = self._use_feature_cache()
         self.train_objective = self._training_objective()
         self._build_loop()
+        self.state.run_shape = self._run_shape()
         if resume_dir is not None:
             self._resume(resume_dir)
         if self.main:
@@ -359,6 +360,17 @@ class Trainer:
             )
         return LengthGroupedSampler(lengths, self.cfg.per_device_train_batch_size, self.cfg.seed)
 
+    def _run_shape(self) -> dict[str, Any]:
+        """What fixes the run's steps and learning-rate schedule: a resume with other values continues another run."""
+        cfg = self.cfg
+        train = self.data.train
+        examples = len(train) if hasattr(train, "__len__") and not isinstance(train, TrainStream) else None
+        return {
+            "training examples": examples, "per_device_train_batch_size": cfg.per_device_train_batch_size,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "processes": self.accelerator.num_processes,
+            "num_train_epochs": cfg.num_train_epochs, "max_steps": cfg.max_steps,
+        }  # fmt: skip
+
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
         return default_num_workers(self.data.modality, self.cfg.dataloader_num_workers)
@@ -376,6 +388,15 @@ class Trainer:
             self.stream.load_state_dict(json.loads(path.read_text()))
         self._saved_step = self.state.global_step
         self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
+        now, then = self._run_shape(), self.state.run_shape
+        changed = [f"{k} {then[k]} (now {now.get(k)})" for k in then if now.get(k) != then[k]]
+        if changed and self.main:  # checkpoints older than run_shape record nothing to compare
+            logger.warning(
+                "The checkpoint was written by a run with %s: its step count and learning-rate schedule go on as saved, "
+                "so this is not the run the checkpoint began. Resume with the same settings for an exact "
+                "continuation, or start afresh.", ", ".join(changed)
+            )
+        self.state.run_shape = now
 
     # ------------------------------------------------------------------ the loop
 
