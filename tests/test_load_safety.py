@@ -154,6 +154,24 @@ def test_a_transformers_backbone_by_hub_id_never_runs_code_nor_unpickles(
     assert not marker.exists()
 
 
+def test_a_repo_tree_naming_a_path_outside_the_download_folder_is_a_model_load_error(
+    image_dir: Path, tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    root = tmp_path / "hub-root"
+    with running_server(root, token=TOKEN) as url, use_endpoint(url):
+        api = HfApi(endpoint=url, token=TOKEN)
+        api.create_repo("eve/escape")
+        sha = api.upload_folder(repo_id="eve/escape", folder_path=str(image_dir)).oid
+        record_path = next(root.rglob(f"commits/{sha}.json"))  # a tampered store, as a compromised server serves it
+        record = json.loads(record_path.read_text())
+        record["tree"]["backbone/../../../escaped.json"] = record["tree"]["config.json"]  # matches backbone/*.json
+        record_path.write_text(json.dumps(record))
+        with pytest.raises(ModelLoadError, match=r"cannot be downloaded safely"):  # was huggingface_hub's raw ValueError
+            TransferModel.from_pretrained("eve/escape")
+    assert not list(tmp_path.rglob("escaped.json"))
+
+
 # ------------------------------------------------------------------ reads outside the repo
 
 

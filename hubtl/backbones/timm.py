@@ -223,7 +223,11 @@ class TimmPlugin(BackbonePlugin):
         name, data_config = spec["name"], spec.get("data_config")
         if not isinstance(name, str) or ":" in name or "/" in name:
             # 'hf-hub:org/repo' or 'local-dir:/path' would make timm fetch or read a config from elsewhere.
-            raise ModelLoadError(f"The saved timm model name {name!r} is not a plain timm architecture name.")
+            raise ModelLoadError(
+                f"The saved timm model name {name!r} is not a plain timm architecture name (a prefix such as hf-hub: or "
+                "local-dir: would make timm read a config from elsewhere); the config.json was tampered with. Save or "
+                "download the model again."
+            )
         checked = check_data_config(data_config) if data_config else None
         model = self._create_model(name, pretrained=False, **spec.get("kwargs", {}))
         return TimmBackbone(model, name, dict(spec.get("kwargs", {})), checked or timm.data.resolve_model_data_config(model))

@@ -228,6 +228,8 @@ def resolve_model_dir(
         raise HubError(
             f"{repo_id!r} is not in the local Hugging Face cache and the Hub cannot be used (offline mode?): {err}"
         ) from err
+    except ValueError as err:  # e.g. a file name in the repo's tree that would leave the download folder
+        raise ModelLoadError(f"{repo_id!r} cannot be downloaded safely: {err} Do not load this repo.") from err
 
 
 def push_folder(
