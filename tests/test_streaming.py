@@ -277,4 +277,4 @@ def test_rank_refuses_a_stream() -> None:
 
     cfg = TrainingConfig.from_dict({"backbone": "timm:resnet18", "max_steps": 5, "dataset": {"path": "data", "streaming": True}})
     with pytest.raises(ConfigError, match="cannot read a stream.*max_train_samples"):
-        rank(cfg, candidates=["timm:resnet18"])
+        rank(cfg, candidates=["timm:resnet18", "timm:resnet34"])
