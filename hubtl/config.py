@@ -186,6 +186,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
 
     A `--key` with no value after it (the last argument, or followed by another `--key`) means `true`,
     so `--overwrite_output_dir` works like `--overwrite_output_dir true`.
+    `--import MODULE` imports a module first (one that registers a task, strategy or backbone plugin of your own).
     """
     aliases = {"resume": "resume_from_checkpoint"}  # `--resume` or `--resume path/to/checkpoint`
     i = 0
@@ -206,6 +207,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
             raise ConfigError(f"Cannot read override {arg!r}: write `--key value`, e.g. `--learning_rate 3e-4`.")
         key = aliases.get(key, key)
         key = key.replace("-", "_")
+        if key == "import":  # `--import MODULE`: a module registering a task, strategy or backbone plugin of one's own
+            _import_module(str(value))
+            continue
         target = values
         *parents, leaf = key.split(".")
         for parent in parents:
@@ -216,6 +220,22 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
                 raise ConfigError(f"Override --{key}: {parent} is not a section of the config.")
             target = node
         target[leaf] = value
+
+
+def _import_module(name: str) -> None:
+    """Import a module named by `--import` (the working directory searched first, as `python -m` does)."""
+    import importlib
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"--import {name}: no module {err.name!r} found ({err}). Run from the folder that holds it, or install it."
+        ) from err
 
 
 def _parse_value(raw: str) -> Any:

@@ -362,3 +362,24 @@ def test_a_half_typed_name_stays_a_string_and_a_mapping_needs_braces() -> None:
     values: dict = {}
     apply_overrides(values, ["--backbone", "timm:", "--backbone_kwargs", "{image_size: 64}"])
     assert values == {"backbone": "timm:", "backbone_kwargs": {"image_size": 64}}  # was {'timm': None}, a type error
+
+
+def test_import_registers_a_task_of_ones_own_before_the_config_is_checked(
+    base: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from hubtl import tasks
+
+    (tmp_path / "hubtl_test_my_tasks.py").write_text(
+        "import hubtl\n\n@hubtl.register_task\nclass Smoothed(hubtl.tasks.Classification):\n    name = 'smoothed_test'\n"
+    )
+    monkeypatch.chdir(tmp_path)  # --import searches the working directory, as `python -m` does
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))  # the registration ends with the test
+    monkeypatch.delitem(sys.modules, "hubtl_test_my_tasks", raising=False)
+    with pytest.raises(ConfigError, match=r"Unknown task 'smoothed_test'.*import it first, or pass --import MODULE"):
+        load_config(base, ["--task", "smoothed_test"])
+    assert load_config(base, ["--import", "hubtl_test_my_tasks", "--task", "smoothed_test"]).task == "smoothed_test"
+    with pytest.raises(ConfigError, match=r"--import no_such_module_here: no module 'no_such_module_here' found"):
+        load_config(base, ["--import", "no_such_module_here"])

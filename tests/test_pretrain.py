@@ -149,6 +149,8 @@ def test_text_folder_is_a_transformers_folder_and_a_hubtl_backbone(
     assert saved.keys() <= ours.keys() and all(torch.equal(ours[k], v) for k, v in saved.items())
     assert backbone.pretrained_from["objective"] == "mlm" and backbone.pretrained_from["name"] == "out"
     assert create_backbone(f"hubtl-pretrained:{out}", pooling="cls").pooling == "cls"  # spec kwargs may be replaced
+    with pytest.raises(ConfigError, match=r"holds no pooler weights .*Use backbone_kwargs: \{pooling: cls\}"):
+        create_backbone(f"hubtl-pretrained:{out}", pooling="pooler")  # was "does not match ... download it again"
 
     with caplog.at_level("WARNING", logger="hubtl"):  # pretrained: false keeps the architecture only, and says so
         random = create_backbone(f"hubtl-pretrained:{out}", pretrained=False)

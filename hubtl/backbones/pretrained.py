@@ -142,6 +142,12 @@ def _load(backbone: Backbone, weights: str, path: Path, where: str) -> None:
         )
     header = read_weights_header(path)
     expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}
+    pooler = sorted(k for k in set(expected) - set(header) if k.split(".")[0] == "pooler")
+    if pooler and getattr(backbone, "pooling", None) == "pooler":
+        raise ConfigError(
+            f"{where} holds no pooler weights ({', '.join(pooler[:2])}): pre-training (MLM) trains the encoder without "
+            "BERT's pooler layer, so there is none to pool with. Use backbone_kwargs: {pooling: cls} or {pooling: mean}."
+        )
     mismatch = shape_mismatch(expected, {k: shape for k, (_, shape) in header.items()}, "hubtl_backbone.json")
     # safetensors leaves out tensors that share memory with another (tied weights); load_weights fills them in
     if mismatch and not set(header) <= set(expected):
