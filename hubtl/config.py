@@ -274,10 +274,27 @@ def _resolve_data_paths(values: dict[str, Any], base: Path) -> None:
         dataset["data_files"] = {k: [resolve(f) for f in v] if isinstance(v, list) else resolve(v) for k, v in files.items()}
 
 
+#: transformers `TrainingArguments` names (and common shorthands) hubtl spells or handles otherwise, with what to write
+_ELSEWHERE = {
+    "fp16": "mixed_precision: fp16",
+    "bf16": "mixed_precision: bf16",
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "num_epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size (and per_device_eval_batch_size)",
+    "per_gpu_train_batch_size": "per_device_train_batch_size",
+    "evaluation_strategy": "eval_strategy",
+    "save_strategy": "save_steps (a checkpoint is written at every epoch's end, and every save_steps too)",
+    "load_best_model_at_end": "nothing: the best epoch's weights (by metric_for_best_model) are always kept",
+}
+
+
 def _check_keys(values: dict[str, Any], cls: type, prefix: str) -> None:
-    """Refuse unknown keys, suggesting the closest known ones."""
+    """Refuse unknown keys, suggesting the closest known ones (or hubtl's name for a transformers one)."""
     known = [f.name for f in dataclasses.fields(cls)]
     for key in values:
+        if key not in known and not prefix and key in _ELSEWHERE:
+            raise ConfigError(f"Unknown config key {key!r}; in hubtl write {_ELSEWHERE[key]}.")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3)
             hint = f" Did you mean {', '.join(prefix + c for c in close)}?" if close else ""

@@ -383,3 +383,10 @@ def test_import_registers_a_task_of_ones_own_before_the_config_is_checked(
     assert load_config(base, ["--import", "hubtl_test_my_tasks", "--task", "smoothed_test"]).task == "smoothed_test"
     with pytest.raises(ConfigError, match=r"--import no_such_module_here: no module 'no_such_module_here' found"):
         load_config(base, ["--import", "no_such_module_here"])
+
+
+@pytest.mark.parametrize(("key", "hint"), [("fp16", "mixed_precision: fp16"), ("lr", "learning_rate"),
+                                           ("load_best_model_at_end", "always kept")])
+def test_transformers_names_say_what_hubtl_calls_them(base: dict, key: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=rf"Unknown config key '{key}'; in hubtl write .*{hint}"):
+        load_config(base, [f"--{key}", "true"])

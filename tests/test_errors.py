@@ -286,3 +286,14 @@ def test_pretrained_weights_in_offline_mode_ask_the_network_nothing(refusing_hub
     with use_endpoint(url), offline(), pytest.raises(BackboneNotFoundError, match="pretrained weights"):
         hubtl.create_backbone("timm:resnet18", pretrained=True)
     assert seen["connections"] == 0
+
+
+def test_a_mistyped_local_folder_is_named_beside_the_hub_error(
+    tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubtl.hub.client import offline
+
+    (tmp_path / "outputs" / "my-model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # 'outputs/my-modl' is also a valid Hub ID: the Hub is tried, then the typo named
+    with offline(), pytest.raises(hubtl.HubtlError, match=r"no local folder 'outputs/my-modl' either\. Did you mean 'outputs/my-model'\?"):
+        TransferModel.from_pretrained("outputs/my-modl")

@@ -736,8 +736,8 @@ def test_resuming_with_another_batch_size_warns(tiny_bert: str, texts: Path, tmp
     train({**cfg, "num_train_epochs": 2}, ["--resume"])  # the restored schedule was built for 1 epoch
     assert "The checkpoint was written by a run with num_train_epochs 1.0 (now 2.0)" in _messages(caplog)
     caplog.clear()
-    train({**cfg, "num_train_epochs": 3, "per_device_train_batch_size": 4}, ["--resume"])
-    assert "per_device_train_batch_size 8 (now 4)" in _messages(caplog)
+    train({**cfg, "num_train_epochs": 3, "per_device_train_batch_size": 4, "learning_rate": 0.01}, ["--resume"])
+    assert "per_device_train_batch_size 8 (now 4)" in _messages(caplog) and "learning_rate 0.05 (now 0.01)" in _messages(caplog)
     assert "this is not the run the checkpoint began" in _messages(caplog)
 
 

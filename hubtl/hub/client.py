@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..errors import HubError, ModelLoadError
+from ..errors import HubError, HubtlError, ModelLoadError
 
 logger = logging.getLogger("hubtl")
 
@@ -217,19 +217,43 @@ def resolve_model_dir(
         )
 
     try:
-        return Path(with_retries(download, f"download {repo_id}"))
+        return _download_with_hint(download, repo_id, text)
     except RepositoryNotFoundError as err:
         raise ModelLoadError(
             f"No model repo {repo_id!r} at {endpoint()}, or it is private (log in with `hf auth login` or set HF_TOKEN)."
+            + _local_hint(text)
         ) from err
     except RevisionNotFoundError as err:
         raise ModelLoadError(f"Repo {repo_id!r} has no revision {revision!r}; give a branch, tag or commit SHA that exists.") from err
     except LocalEntryNotFoundError as err:
         raise HubError(
             f"{repo_id!r} is not in the local Hugging Face cache and the Hub cannot be used (offline mode?): {err}"
+            + _local_hint(text)
         ) from err
     except ValueError as err:  # e.g. a file name in the repo's tree that would leave the download folder
         raise ModelLoadError(f"{repo_id!r} cannot be downloaded safely: {err} Do not load this repo.") from err
+
+
+def _download_with_hint(download: Any, repo_id: str, text: str) -> Path:
+    """Download; a hubtl error for a name that may be a mistyped local path also says so (`_local_hint`)."""
+    try:
+        return Path(with_retries(download, f"download {repo_id}"))
+    except HubtlError as err:
+        hint = _local_hint(text)
+        if not hint:
+            raise
+        raise type(err)(f"{err}{hint}") from err
+
+
+def _local_hint(text: str) -> str:
+    """' (There is no local folder X either. Did you mean Y?)' when X's parent is a local folder, else ''."""
+    parent = Path(text).parent
+    if str(parent) in ("", ".") or not parent.is_dir():
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(Path(text).name, [p.name for p in parent.iterdir() if p.is_dir()], n=1)
+    return f" (There is no local folder {text!r} either.{f' Did you mean {str(parent / close[0])!r}?' if close else ''})"
 
 
 def push_folder(

@@ -369,6 +369,8 @@ class Trainer:
             "training examples": examples, "per_device_train_batch_size": cfg.per_device_train_batch_size,
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "processes": self.accelerator.num_processes,
             "num_train_epochs": cfg.num_train_epochs, "max_steps": cfg.max_steps,
+            # the optimizer and scheduler states come back from the checkpoint: these take no effect on a resume
+            "learning_rate": cfg.learning_rate, "lr_scheduler_type": cfg.lr_scheduler_type, "warmup_ratio": cfg.warmup_ratio,
         }  # fmt: skip
 
     def _num_workers(self) -> int:
@@ -392,9 +394,9 @@ class Trainer:
         changed = [f"{k} {then[k]} (now {now.get(k)})" for k in then if now.get(k) != then[k]]
         if changed and self.main:  # checkpoints older than run_shape record nothing to compare
             logger.warning(
-                "The checkpoint was written by a run with %s: its step count and learning-rate schedule go on as saved, "
-                "so this is not the run the checkpoint began. Resume with the same settings for an exact "
-                "continuation, or start afresh.", ", ".join(changed)
+                "The checkpoint was written by a run with %s: its step count, learning rate and schedule go on as "
+                "saved (a new learning rate takes no effect), so this is not the run the checkpoint began. Resume with "
+                "the same settings for an exact continuation, or start afresh.", ", ".join(changed)
             )
         self.state.run_shape = now
 
