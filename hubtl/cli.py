@@ -77,6 +77,8 @@ def _cache_list(args: argparse.Namespace) -> int:
 
     store = FeatureStore()
     entries = store.entries()
+    if entries:
+        print("# key (hubtl cache clear KEY...)  backbone  dataset [split]  examples x features  size  created")
     for entry in entries:
         print(entry.describe())
     total = sum(e.bytes for e in entries)
@@ -91,6 +93,9 @@ def _cache_clear(args: argparse.Namespace) -> int:
     store = FeatureStore()
     removed = store.clear(args.keys, older_than_days=args.older_than)
     print(f"Removed {len(removed)} feature set(s), {sum(e.bytes for e in removed) / 1e6:.1f} MB, from {store.root}.")
+    if args.keys and not removed:
+        print(f"No feature set's key starts with {' or '.join(args.keys)}: `hubtl cache list` shows the keys.", file=sys.stderr)
+        return 1
     return 0
 
 

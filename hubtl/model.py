@@ -99,8 +99,15 @@ class TransferModel(nn.Module):
         """The backbone's preprocessor (training augmentation or deterministic evaluation)."""
         return self.backbone.preprocessor(train=train)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits for a preprocessed batch."""
+    def forward(self, batch: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Logits for a preprocessed batch: the preprocessor's dict, or an image tensor [B, C, H, W] as timm takes it."""
+        if isinstance(batch, torch.Tensor):
+            if self.backbone.modality != "image" or batch.ndim != 4:
+                raise InvalidInputError(
+                    f"The model takes the batch dict its preprocessor makes (model.preprocessor()(inputs)), not a "
+                    f"{batch.ndim}-d tensor; or call model.predict / model.logits on raw inputs."
+                )
+            batch = {"pixel_values": batch}
         return self.head(self.backbone(batch))
 
     @torch.inference_mode()

@@ -175,6 +175,9 @@ def test_cache_list_and_clear(tiny_bert: str, texts: Path, capsys) -> None:
     assert cli_main(["cache", "list"]) == 0
     listed = capsys.readouterr().out
     assert "[train]" in listed and "[eval]" in listed and "2 feature set(s)" in listed
+    assert listed.startswith("# key (hubtl cache clear KEY...)  backbone  dataset [split]")
+    assert cli_main(["cache", "clear", "zzzz"]) == 1  # a prefix no key has: said, not a silent "Removed 0"
+    assert "No feature set's key starts with zzzz" in capsys.readouterr().err
     key = FeatureStore().entries()[0].key
     assert cli_main(["cache", "clear", key[:10]]) == 0
     assert "Removed 1 feature set(s)" in capsys.readouterr().out

@@ -414,3 +414,13 @@ def test_a_text_model_given_only_file_paths_warns(tiny_bert: str, tmp_path: Path
     with caplog.at_level(logging.WARNING, logger="hubtl"):
         model.predict(["what a film", str(photo)])
     assert "text model" not in caplog.text
+
+
+def test_an_image_model_takes_a_tensor_as_timm_models_do(tiny_bert: str) -> None:
+    model = TransferModel.from_backbone("timm:test_resnet", labels=["a", "b"], pretrained=False).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model({"pixel_values": x}))
+    text = TransferModel.from_backbone(tiny_bert, labels=["a", "b"], pretrained=False)
+    with pytest.raises(hubtl.InvalidInputError, match=r"takes the batch dict its preprocessor makes"):
+        text(torch.zeros(2, 8, dtype=torch.long))  # was an IndexError from inside the backbone
