@@ -86,6 +86,8 @@ def distillation_loss(
 ) -> torch.Tensor:  # fmt: skip
     """alpha · task loss over the labeled examples (weighted by their share of the batch) + (1 − alpha) · mean soft loss."""
     mask = labeled.bool()
+    if alpha == 1:  # labels only: the teacher's outputs weigh nothing (and were not computed)
+        return task.loss(student[mask], targets[mask]) * (mask.sum() / len(mask)) if bool(mask.any()) else student.sum() * 0.0
     soft = soft_loss(task, student, teacher, temperature).mean()
     if alpha == 0 or not bool(mask.any()):
         return (1 - alpha) * soft
@@ -363,7 +365,11 @@ class Distillation(Objective):
         self.cached = bool(config.feature_cache and teacher_preprocess.deterministic)
         self.teacher_outputs_from: str | None = None
         batch = config.per_device_eval_batch_size
-        if self.cached:
+        if self.alpha == 1:  # the soft loss weighs nothing: the teacher never runs on the training examples
+            self.cached, self.teacher_outputs_from = True, "unused"
+            _log(accelerator, "distill_alpha: 1 trains on the labels only: the teacher runs on the evaluation split, "
+                              "for the card, and not on the training examples.")  # fmt: skip
+        elif self.cached:
             dataset.teacher, self.teacher_outputs_from = _stored_teacher_outputs(
                 accelerator, self.teacher, dataset, teacher_preprocess, batch, config
             )

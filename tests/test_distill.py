@@ -234,6 +234,22 @@ def test_cached_and_uncached_teacher_outputs_give_the_same_training(root: Path, 
     assert moved.abs().max().item() > 1e-2
 
 
+def test_labels_only_never_runs_the_teacher_on_the_training_examples(root: Path, bert4: str, teacher: Path, caplog) -> None:
+    caplog.set_level("INFO", logger="hubtl")
+    out = root / "labels-only"
+    train(_student(root, bert4, teacher, out, unlabeled=False, num_train_epochs=1, distill_alpha=1.0))
+    assert "distill_alpha: 1 trains on the labels only" in caplog.text
+    assert "The teacher's outputs on" not in caplog.text and "The teacher runs on every training batch" not in caplog.text
+    summary = json.loads((out / "training" / "summary.json").read_text())["distillation"]
+    assert summary["teacher_outputs_from"] == "unused" and summary["teacher_results"]  # still evaluated, for the card
+    assert "not used in training (`distill_alpha: 1`: the labels only)" in (out / "README.md").read_text()
+    torch.manual_seed(0)
+    student, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    nan = torch.full((4, 3), float("nan"))  # teacher outputs that were never computed
+    got = distillation_loss(get_task("classification"), student, labels, torch.ones(4), nan, 1.0, 2.0)
+    torch.testing.assert_close(got, torch.nn.functional.cross_entropy(student, labels))
+
+
 def test_the_unlabeled_examples_change_the_training(root: Path, bert4: str, teacher: Path) -> None:
     without = root / "no-unlabeled"
     train(_student(root, bert4, teacher, without, unlabeled=False, num_train_epochs=1))

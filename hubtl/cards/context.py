@@ -395,6 +395,7 @@ def _distillation(record: TrainingRecord, student_parameters: int | None, studen
         "unlabeled": facts.get("unlabeled_examples") or 0,
         "unlabeled_source": public_file(str(facts["unlabeled_source"]), None) if facts.get("unlabeled_source") else None,
         "cached": facts.get("teacher_outputs_cached"),
+        "teacher_unused": facts.get("teacher_outputs_from") == "unused",
         "compared": compared,
         "parameters": (teacher_params, student_parameters) if is_number(teacher_params) and student_parameters else None,
         "latency": {"teacher": teacher_ms, "student": student_ms, "speedup": speedup, "batch": latency.get("batch"),
