@@ -353,7 +353,7 @@ class Distillation(Objective):
         unlabeled = None
         if has_unlabeled(config.dataset):
             column = getattr(data.train, "column", None)
-            unlabeled = main_process_first(accelerator, lambda: load_unlabeled(config.dataset, data.modality, column))
+            unlabeled = main_process_first(accelerator, lambda: load_unlabeled(config.dataset, data.modality, column, config.seed))
         self.unlabeled_source = getattr(unlabeled, "description", None)
         self.num_unlabeled = len(unlabeled) if unlabeled is not None else 0
         target_width = 1 if task.target_dtype() == torch.long else _target_width(data.train)

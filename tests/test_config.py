@@ -97,6 +97,7 @@ DATASET = {
     "label_separator": ("';'", ";"),
     "max_train_samples": ("100", 100),
     "max_eval_samples": ("10", 10),
+    "max_unlabeled_samples": ("300", 300),
     "streaming": ("true", True),
     "shuffle_buffer_size": ("64", 64),
 }

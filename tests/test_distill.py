@@ -250,6 +250,14 @@ def test_labels_only_never_runs_the_teacher_on_the_training_examples(root: Path,
     torch.testing.assert_close(got, torch.nn.functional.cross_entropy(student, labels))
 
 
+def test_max_unlabeled_samples_caps_the_unlabeled_examples(root: Path, bert4: str, teacher: Path) -> None:
+    out = root / "capped-unlabeled"
+    config = _student(root, bert4, teacher, out, num_train_epochs=1, distill_alpha=1.0)  # labels only: fast
+    config["dataset"]["max_unlabeled_samples"] = 5
+    train(config)
+    assert json.loads((out / "training" / "summary.json").read_text())["distillation"]["unlabeled_examples"] == 5
+
+
 def test_the_unlabeled_examples_change_the_training(root: Path, bert4: str, teacher: Path) -> None:
     without = root / "no-unlabeled"
     train(_student(root, bert4, teacher, without, unlabeled=False, num_train_epochs=1))

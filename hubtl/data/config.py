@@ -40,6 +40,9 @@ class DatasetConfig:
     label_separator: str = field(default=",", metadata=_help("separator of labels in one cell (multi_label)"))
     max_train_samples: int | None = field(default=None, metadata=_help("use at most this many training examples (seeded)"))
     max_eval_samples: int | None = field(default=None, metadata=_help("use at most this many evaluation examples (seeded)"))
+    max_unlabeled_samples: int | None = field(
+        default=None, metadata=_help("distill: use at most this many unlabeled examples (seeded)")
+    )
     streaming: bool = field(
         default=False,
         metadata=_help("stream the train split (data larger than disk): needs max_steps and a finite eval split; "

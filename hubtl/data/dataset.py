@@ -259,7 +259,7 @@ def _check_arguments(cfg: DatasetConfig, task: str, modality: str, labels: list[
     size = cfg.validation_size
     if isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0.0 < size < 1.0:
         raise ConfigError(f"validation_size must be a fraction between 0 and 1, got {cfg.validation_size}.")
-    for key in ("max_train_samples", "max_eval_samples"):
+    for key in ("max_train_samples", "max_eval_samples", "max_unlabeled_samples"):
         value = getattr(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{key} must be a positive integer or unset, got {value!r}.")

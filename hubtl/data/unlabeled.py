@@ -75,8 +75,9 @@ def has_unlabeled(cfg: DatasetConfig) -> bool:
     return bool(cfg.unlabeled_split or cfg.unlabeled_files)
 
 
-def load_unlabeled(cfg: DatasetConfig, modality: str, column: str | None = None) -> UnlabeledDataset:
-    """Read the unlabeled examples the config names and check their input column (and that they carry no labels)."""
+def load_unlabeled(cfg: DatasetConfig, modality: str, column: str | None = None, seed: int = 0) -> UnlabeledDataset:
+    """Read the unlabeled examples the config names and check their input column (and that they carry no labels);
+    at most `max_unlabeled_samples` of them, a seeded sample kept in data order."""
     if cfg.unlabeled_split and cfg.unlabeled_files:
         raise DataError("Give dataset.unlabeled_split or dataset.unlabeled_files, not both.")
     if cfg.unlabeled_split:
@@ -109,6 +110,9 @@ def load_unlabeled(cfg: DatasetConfig, modality: str, column: str | None = None)
     _refuse_labels(ds, cfg.label_column, where)
     if len(ds) == 0:
         raise DataError(f"The unlabeled examples ({where}) are empty; add examples or remove the unlabeled_* key.")
+    if cfg.max_unlabeled_samples is not None and len(ds) > cfg.max_unlabeled_samples:
+        picked = np.sort(np.random.default_rng(seed).permutation(len(ds))[: cfg.max_unlabeled_samples])
+        ds = ds.select(picked.tolist())
     if modality == "image":
         ds = _prepare_image_column(ds, column, base_dir)
     else:
