@@ -240,7 +240,7 @@ def get_strategy(name: str) -> Strategy:
     """The registered strategy called `name`, or a ConfigError listing the known ones."""
     if name not in _STRATEGIES:
         close = difflib.get_close_matches(str(name), list(_STRATEGIES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else (
+        hint = (f" Did you mean {close[0]!r}?" if close else "") + (
             f" A strategy of your own is registered (hubtl.register_strategy) by its module: import it first, or pass "
             "--import MODULE to the hubtl command."
         )

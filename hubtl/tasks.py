@@ -288,7 +288,7 @@ def get_task(name: str) -> Task:
     """The registered task called `name`, or a ConfigError listing the known ones."""
     if name not in _TASKS:
         close = difflib.get_close_matches(str(name), list(_TASKS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else (
+        hint = (f" Did you mean {close[0]!r}?" if close else "") + (
             f" A task of your own is registered (hubtl.register_task) by its module: import it first, or pass "
             "--import MODULE to the hubtl command."
         )
