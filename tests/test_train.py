@@ -218,6 +218,10 @@ def test_gradual_unfreezing_goes_from_the_top(images: Path, tmp_path: Path, spy:
     assert f"Epoch 3: 2 of {len(groups)} backbone groups unfrozen" in _messages(caplog)
     head = sum(t.numel() for name, t in _weights(out).items() if name.startswith("head.") and t.is_floating_point())
     assert f"parameters trainable ({head:,} in the first epoch)" in _messages(caplog)  # the head alone at first
+    kept = json.loads((out / "training" / "summary.json").read_text())["best_epoch"]  # groups thawed up to it trained
+    weights = _weights(out)
+    thawed = sum(weights[n].numel() for group in groups[len(groups) - (kept - 1):] for n in group) if kept > 1 else 0
+    assert json.loads((out / "training" / "summary.json").read_text())["trainable_parameters"] == head + thawed
 
 
 def test_layer_decay_sets_learning_rates_by_depth(images: Path, tmp_path: Path, spy: dict) -> None:

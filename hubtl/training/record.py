@@ -77,7 +77,7 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         "skipped_files": trainer.data.skipped,
         "strategy": cfg.strategy,
         "base_model": trainer.base_model,
-        "trainable_parameters": trainer.parameter_counts[0],
+        "trainable_parameters": _trained_parameters(trainer),
         "total_parameters": trainer.parameter_counts[1],
         "config_keys_set": getattr(cfg, "keys_set", None),
         "feature_cache": trainer.use_cache,
@@ -96,3 +96,14 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         **trainer.train_objective.summary(),
         **getattr(trainer, "extra_summary", {}),
     }
+
+
+def _trained_parameters(trainer: Any) -> int:
+    """Parameters that trained up to the kept epoch: all the trainable ones, less those a schedule still held then
+    (gradual unfreezing: a kept first epoch trained the head alone)."""
+    trainable = trainer.parameter_counts[0]
+    kept = (trainer.state.best_epoch or trainer.state.epoch) - 1  # 0-based index of the epoch whose weights were kept
+    if kept < 0:
+        return trainable
+    held = trainer.strategy.frozen_parameters(trainer.model, kept, trainer.cfg)
+    return trainable - sum(p.numel() for p in held if p.requires_grad)
