@@ -422,8 +422,8 @@ def _check_streaming(cfg: TrainingConfig) -> None:
         problems.append("dataset.shuffle_buffer_size must be >= 1 (1: no shuffling)")
     if get_strategy(cfg.strategy).reads_unlabeled or data.unlabeled_split or data.unlabeled_files:
         problems.append(
-            f"strategy {cfg.strategy} with unlabeled_split/unlabeled_files computes outputs once per training example, "
-            "which needs a finite training split: set dataset.streaming: false for it"
+            f"strategy {cfg.strategy} (and unlabeled_split/unlabeled_files) computes the teacher's outputs once per "
+            "training example, which needs a finite training split: set dataset.streaming: false for it"
         )
     if cfg.dataloader_num_workers:
         problems.append(
