@@ -417,7 +417,10 @@ class StreamLoader:
     def __init__(self, stream: TrainStream, batch_size: int, collate: Callable[[list[Any]], Any], device: torch.device) -> None:
         self.stream = stream
         self.device = device
-        self.loader = DataLoader(stream, batch_size=batch_size, collate_fn=collate, num_workers=0)
+        # a generator of its own: each new iterator draws a seed from it, never from the global RNG that dropout
+        # uses (a resumed run creates its iterator after the RNG is restored, an uninterrupted one before)
+        self.loader = DataLoader(stream, batch_size=batch_size, collate_fn=collate, num_workers=0,
+                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
 
     def __iter__(self) -> Any:
         for batch in self.loader:
