@@ -7,10 +7,13 @@ Each collate_fn gives the trainer's `(batch, targets)` pair: for MLM the batch o
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -48,14 +51,23 @@ def tokenize_texts(
 
 
 class MLMCollate:
-    """transformers' DataCollatorForLanguageModeling giving (batch, labels); `seed` fixes the masks (evaluation)."""
+    """transformers' DataCollatorForLanguageModeling giving (batch, labels); `seed` fixes the masks (evaluation).
 
-    def __init__(self, tokenizer: Any, mlm_probability: float, whole_word_mask: bool, seed: int | None = None) -> None:
+    With `batch_seed`, each batch's masks come from a generator seeded by it and the batch's tokens (training): the
+    same batch gets the same masks however much of the global RNG went before, so a run resumed mid-epoch masks as
+    the uninterrupted one did (the loader collates a batch ahead of the step, before the checkpoint's RNG state).
+    """
+
+    def __init__(
+        self, tokenizer: Any, mlm_probability: float, whole_word_mask: bool, seed: int | None = None,
+        batch_seed: int | None = None,
+    ) -> None:  # fmt: skip
         from transformers import DataCollatorForLanguageModeling
 
         self.collator = DataCollatorForLanguageModeling(
             tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, seed=seed
         )
+        self.batch_seed = batch_seed
 
     def reset(self) -> None:
         """Draw the same masks again from the next batch on (with a seed: every evaluation masks the same tokens)."""
@@ -72,6 +84,13 @@ class MLMCollate:
                  else (pad + list(f["offset_mapping"]))[-longest:]}
                 for f in features
             ]  # fmt: skip
+        if self.batch_seed is not None:
+            digest = hashlib.blake2b(str(self.batch_seed).encode(), digest_size=8)
+            for f in features:
+                digest.update(np.asarray(f["input_ids"], dtype=np.int64).tobytes())
+            self.collator.seed = int.from_bytes(digest.digest(), "little") >> 1
+            self.collator.generator = torch.Generator().manual_seed(self.collator.seed)
+            self.collator._generator_pid = os.getpid()  # transformers' collator keeps a generator made in this process
         batch = self.collator(features)
         return dict(batch), batch["labels"]
 

@@ -126,7 +126,7 @@ class PretrainingTrainer(Trainer):
             )
             self.max_seq_length = length
             self._eval_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, seed=cfg.seed)
-            train_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask)
+            train_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, batch_seed=cfg.seed)
             return sets[0], sets[1], train_collate, self._eval_collate
         self._eval_collate = ImageCollate(backbone.preprocessor(train=False))
         return self.data.train, self.data.eval, ImageCollate(backbone.preprocessor(train=cfg.augment)), self._eval_collate
