@@ -222,6 +222,8 @@ def test_gradual_unfreezing_goes_from_the_top(images: Path, tmp_path: Path, spy:
     weights = _weights(out)
     thawed = sum(weights[n].numel() for group in groups[len(groups) - (kept - 1):] for n in group) if kept > 1 else 0
     assert json.loads((out / "training" / "summary.json").read_text())["trainable_parameters"] == head + thawed
+    card = (out / "README.md").read_text()  # the data has no eval split: the card says where its examples came from
+    assert "a seeded part carved out of the `train` split" in card and "split chosen by hubtl" not in card
 
 
 def test_layer_decay_sets_learning_rates_by_depth(images: Path, tmp_path: Path, spy: dict) -> None:

@@ -420,7 +420,7 @@ def _data(record: TrainingRecord, modality: str) -> dict[str, Any] | None:
         "hub_id": hub_id,
         "name": dataset.get("name") or record.summary.get("dataset_name"),
         "train_split": dataset.get("train_split"),
-        "eval_split": dataset.get("eval_split"),
+        **_eval_source(dataset.get("eval_split"), record.summary.get("eval_split")),
         "train_samples": record.summary.get("train_samples"),
         "eval_samples": record.summary.get("eval_samples", record.eval_results.get("eval_samples")),
         "skipped": len(skipped) if skipped or modality == "image" else None,
@@ -516,3 +516,12 @@ def _versions(config: dict[str, Any], record: TrainingRecord) -> list[tuple[str,
         *here.items(),
         ("python", python),
     ]
+
+
+def _eval_source(configured: Any, used: Any) -> dict[str, Any]:
+    """The card's `eval_split` (a split of the data) or `eval_carved_from` (the split a part was carved out of)."""
+    carved = isinstance(used, str) and used.endswith(" (carved out)")
+    return {
+        "eval_split": configured or (used if isinstance(used, str) and not carved else None),
+        "eval_carved_from": used.removesuffix(" (carved out)") if carved and not configured else None,
+    }

@@ -95,6 +95,8 @@ class TransferData:
     labels: list[str] | None
     modality: str
     skipped: list[str]
+    #: where the evaluation examples came from: the split's name, or "<train split> (carved out)"; None: not known
+    eval_split: str | None = None
 
 
 def load_transfer_data(
@@ -156,6 +158,7 @@ def load_transfer_data(
         labels=names,
         modality=modality,
         skipped=skipped,
+        eval_split=eval_name,
     )
 
 

@@ -84,7 +84,7 @@ def load_streamed_data(
         train, cfg, column, encode, modality=modality, base_dir=plan.base_dir, stream_class_names=class_names,
         seed=seed, strict=strict, rank=rank, world_size=world_size,
     )  # fmt: skip
-    return TransferData(train=stream, eval=eval_set, labels=names, modality=modality, skipped=skipped)
+    return TransferData(train=stream, eval=eval_set, labels=names, modality=modality, skipped=skipped, eval_split=eval_name)
 
 
 # --- the source ----------------------------------------------------------------------------------

@@ -191,4 +191,5 @@ def load_unlabeled_data(
         labels=None,
         modality=modality,
         skipped=skipped,
+        eval_split=eval_name,
     )

@@ -74,6 +74,7 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         "dataset_name": cfg.dataset.name,
         "train_samples": len(trainer.data.train) if hasattr(trainer.data.train, "__len__") else None,  # None: streamed
         "eval_samples": len(trainer.data.eval),
+        "eval_split": getattr(trainer.data, "eval_split", None),  # the split used, or "<train> (carved out)"
         "skipped_files": trainer.data.skipped,
         "strategy": cfg.strategy,
         "base_model": trainer.base_model,
