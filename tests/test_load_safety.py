@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,20 @@ def edit_json(path: Path, **changes: Any) -> None:
     path.write_text(json.dumps(content))
 
 
+@pytest.fixture
+def eve_hub(tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HfApi, Path]]:
+    """A running local Hub (its storage root) and a client that writes to it as a stranger's repos; no stored token."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    root = tmp_path / "hub-root"
+    with running_server(root, token=TOKEN) as url, use_endpoint(url):
+        yield HfApi(endpoint=url, token=TOKEN), root
+
+
+def downloaded(hf_home: Path) -> set[str]:
+    """Names of the files the Hub client put in the cache."""
+    return {p.name for p in (hf_home / "hub").rglob("*") if p.is_file() or p.is_symlink()}
+
+
 def load_watched(directory: Path) -> tuple[Exception | None, list[str]]:
     """Load under the audit hook; return the error (if any) and what the load did outside the directory."""
     with watch(directory) as seen:
@@ -101,74 +116,66 @@ def test_unknown_model_type_is_refused(text_copy: Path) -> None:
         TransferModel.from_pretrained(text_copy)
 
 
-def test_custom_code_by_hub_id_is_never_downloaded(text_dir: Path, tmp_path: Path, hf_home: Path, monkeypatch) -> None:
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+def test_custom_code_by_hub_id_is_never_downloaded(eve_hub: tuple[HfApi, Path], text_dir: Path, tmp_path: Path,
+                                                    hf_home: Path) -> None:  # fmt: skip
+    api, _ = eve_hub
     marker = tmp_path / "pwned"
-    with running_server(tmp_path / "hub-root", token=TOKEN) as url, use_endpoint(url):
-        api = HfApi(endpoint=url, token=TOKEN)
-        api.create_repo("eve/evil-model")
-        api.upload_folder(repo_id="eve/evil-model", folder_path=str(text_dir))
-        api.upload_file(
-            repo_id="eve/evil-model", path_or_fileobj=EVIL_PY.format(marker=str(marker)).encode(), path_in_repo="backbone/evil.py"
-        )
-        config = json.loads((text_dir / "backbone" / "config.json").read_text())
-        config["auto_map"] = {"AutoModel": "evil.EvilModel"}
-        api.upload_file(
-            repo_id="eve/evil-model", path_or_fileobj=json.dumps(config).encode(), path_in_repo="backbone/config.json"
-        )
-        with pytest.raises(ModelLoadError, match=r"names custom code \(auto_map"):
-            TransferModel.from_pretrained("eve/evil-model")
-    downloaded = [p.name for p in (hf_home / "hub").rglob("*") if p.is_file() or p.is_symlink()]
-    assert "config.json" in downloaded and "evil.py" not in downloaded
+    api.create_repo("eve/evil-model")
+    api.upload_folder(repo_id="eve/evil-model", folder_path=str(text_dir))
+    api.upload_file(
+        repo_id="eve/evil-model", path_or_fileobj=EVIL_PY.format(marker=str(marker)).encode(), path_in_repo="backbone/evil.py"
+    )
+    config = json.loads((text_dir / "backbone" / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.EvilModel"}
+    api.upload_file(
+        repo_id="eve/evil-model", path_or_fileobj=json.dumps(config).encode(), path_in_repo="backbone/config.json"
+    )
+    with pytest.raises(ModelLoadError, match=r"names custom code \(auto_map"):
+        TransferModel.from_pretrained("eve/evil-model")
+    assert "config.json" in downloaded(hf_home) and "evil.py" not in downloaded(hf_home)
     assert not marker.exists()
 
 
 def test_a_transformers_backbone_by_hub_id_never_runs_code_nor_unpickles(
-    tiny_bert_dir: Path, tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+    eve_hub: tuple[HfApi, Path], tiny_bert_dir: Path, tmp_path: Path, hf_home: Path
 ) -> None:
     import torch
     from safetensors.torch import load_file
 
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    api, _ = eve_hub
     marker = tmp_path / "pwned"
-    with running_server(tmp_path / "hub-root", token=TOKEN) as url, use_endpoint(url):
-        api = HfApi(endpoint=url, token=TOKEN)
-        for repo in ("eve/remote-code", "eve/pickled"):
-            api.create_repo(repo)
-            api.upload_folder(repo_id=repo, folder_path=str(tiny_bert_dir), ignore_patterns=["*.safetensors"])
-        config = json.loads((tiny_bert_dir / "config.json").read_text())
-        config.update(auto_map={"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"})
-        api.upload_file(repo_id="eve/remote-code", path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json")
-        api.upload_file(repo_id="eve/remote-code", path_or_fileobj=EVIL_PY.format(marker=str(marker)).encode(),
-                        path_in_repo="evil.py")  # fmt: skip
-        weights = tmp_path / "pytorch_model.bin"
-        torch.save(load_file(str(tiny_bert_dir / "model.safetensors")), weights)
-        api.upload_file(repo_id="eve/pickled", path_or_fileobj=str(weights), path_in_repo="pytorch_model.bin")
+    for repo in ("eve/remote-code", "eve/pickled"):
+        api.create_repo(repo)
+        api.upload_folder(repo_id=repo, folder_path=str(tiny_bert_dir), ignore_patterns=["*.safetensors"])
+    config = json.loads((tiny_bert_dir / "config.json").read_text())
+    config.update(auto_map={"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"})
+    api.upload_file(repo_id="eve/remote-code", path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json")
+    api.upload_file(repo_id="eve/remote-code", path_or_fileobj=EVIL_PY.format(marker=str(marker)).encode(),
+                    path_in_repo="evil.py")  # fmt: skip
+    weights = tmp_path / "pytorch_model.bin"
+    torch.save(load_file(str(tiny_bert_dir / "model.safetensors")), weights)
+    api.upload_file(repo_id="eve/pickled", path_or_fileobj=str(weights), path_in_repo="pytorch_model.bin")
 
-        with pytest.raises(hubtl.BackboneNotFoundError, match=r"names custom code \(auto_map"):  # no prompt either
-            hubtl.create_backbone("transformers:eve/remote-code")
-        with pytest.raises(hubtl.BackboneNotFoundError, match=r"no safetensors weights; hubtl never unpickles"):
-            hubtl.create_backbone("transformers:eve/pickled")
-    downloaded = {p.name for p in (hf_home / "hub").rglob("*") if p.is_file() or p.is_symlink()}
-    assert "config.json" in downloaded and not downloaded & {"evil.py", "pytorch_model.bin"}
+    with pytest.raises(hubtl.BackboneNotFoundError, match=r"names custom code \(auto_map"):  # no prompt either
+        hubtl.create_backbone("transformers:eve/remote-code")
+    with pytest.raises(hubtl.BackboneNotFoundError, match=r"no safetensors weights; hubtl never unpickles"):
+        hubtl.create_backbone("transformers:eve/pickled")
+    assert "config.json" in downloaded(hf_home) and not downloaded(hf_home) & {"evil.py", "pytorch_model.bin"}
     assert not marker.exists()
 
 
 def test_a_repo_tree_naming_a_path_outside_the_download_folder_is_a_model_load_error(
-    image_dir: Path, tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+    eve_hub: tuple[HfApi, Path], image_dir: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    root = tmp_path / "hub-root"
-    with running_server(root, token=TOKEN) as url, use_endpoint(url):
-        api = HfApi(endpoint=url, token=TOKEN)
-        api.create_repo("eve/escape")
-        sha = api.upload_folder(repo_id="eve/escape", folder_path=str(image_dir)).oid
-        record_path = next(root.rglob(f"commits/{sha}.json"))  # a tampered store, as a compromised server serves it
-        record = json.loads(record_path.read_text())
-        record["tree"]["backbone/../../../escaped.json"] = record["tree"]["config.json"]  # matches backbone/*.json
-        record_path.write_text(json.dumps(record))
-        with pytest.raises(ModelLoadError, match=r"cannot be downloaded safely"):  # was huggingface_hub's raw ValueError
-            TransferModel.from_pretrained("eve/escape")
+    api, root = eve_hub
+    api.create_repo("eve/escape")
+    sha = api.upload_folder(repo_id="eve/escape", folder_path=str(image_dir)).oid
+    record_path = next(root.rglob(f"commits/{sha}.json"))  # a tampered store, as a compromised server serves it
+    record = json.loads(record_path.read_text())
+    record["tree"]["backbone/../../../escaped.json"] = record["tree"]["config.json"]  # matches backbone/*.json
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ModelLoadError, match=r"cannot be downloaded safely"):  # was huggingface_hub's raw ValueError
+        TransferModel.from_pretrained("eve/escape")
     assert not list(tmp_path.rglob("escaped.json"))
 
 
