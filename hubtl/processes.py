@@ -43,6 +43,11 @@ def main_process_first(accelerator: Any, load: Callable[[], T]) -> T:
     return result  # type: ignore[return-value]
 
 
+def error_line(err: BaseException, limit: int = 500) -> str:
+    """An exception as one line, its type first, at most `limit` characters (a row's or another process's reason)."""
+    return " ".join(f"{type(err).__name__}: {err}".split())[:limit]
+
+
 def on_every_process(accelerator: Any, step: Callable[[], T]) -> T:
     """Run `step` on each process; when it failed on any, raise on every one (before the next collective call).
 
@@ -59,7 +64,7 @@ def on_every_process(accelerator: Any, step: Callable[[], T]) -> T:
         value = step()
     except Exception as err:  # noqa: BLE001 - raised below on this process, its reason sent to the others
         error = err
-    reasons = gather_object([" ".join(f"{type(error).__name__}: {error}".split())[:450] if error is not None else ""])
+    reasons = gather_object([error_line(error, 450) if error is not None else ""])  # room for the process note
     if error is not None:
         raise error
     failed = [i for i, reason in enumerate(reasons) if reason]

@@ -70,6 +70,10 @@ class Strategy:
         """Trainable parameters whose updates are dropped during `epoch` (0-based): none by default."""
         return []
 
+    def held_count(self, model: TransferModel, epoch: int, config: TrainingConfig) -> int:
+        """How many trainable parameter values `frozen_parameters` holds back during `epoch` (0-based)."""
+        return sum(p.numel() for p in self.frozen_parameters(model, epoch, config) if p.requires_grad)
+
     def epoch_note(self, model: TransferModel, epoch: int, config: TrainingConfig) -> str | None:
         """What the strategy does differently in `epoch` (0-based), for the log; None when nothing changes."""
         return None
@@ -241,7 +245,7 @@ def get_strategy(name: str) -> Strategy:
     if name not in _STRATEGIES:
         close = difflib.get_close_matches(str(name), list(_STRATEGIES), n=1)
         hint = (f" Did you mean {close[0]!r}?" if close else "") + (
-            f" A strategy of your own is registered (hubtl.register_strategy) by its module: import it first, or pass "
+            " A strategy of your own is registered (hubtl.register_strategy) by its module: import it first, or pass "
             "--import MODULE to the hubtl command."
         )
         raise ConfigError(f"Unknown strategy {name!r}: strategy must be one of {', '.join(_STRATEGIES)}.{hint}")

@@ -289,7 +289,7 @@ def get_task(name: str) -> Task:
     if name not in _TASKS:
         close = difflib.get_close_matches(str(name), list(_TASKS), n=1)
         hint = (f" Did you mean {close[0]!r}?" if close else "") + (
-            f" A task of your own is registered (hubtl.register_task) by its module: import it first, or pass "
+            " A task of your own is registered (hubtl.register_task) by its module: import it first, or pass "
             "--import MODULE to the hubtl command."
         )
         raise ConfigError(f"Unknown task {name!r}: task must be one of {', '.join(_TASKS)}.{hint}")

@@ -198,7 +198,7 @@ def create_backbone(name: str, pretrained: bool = True, **kwargs: Any) -> Backbo
         backbone = plugin.create(model_name, pretrained=pretrained, **kwargs)
     except TypeError as err:
         # an option the plugin does not take, caught by its signature or by a library it passes options on to
-        if "argument" not in str(err):
+        if not kwargs or not any(words in str(err) for words in ("keyword argument", "multiple values for argument")):
             raise
         saved = sorted(plugin.spec_kwargs) if plugin.spec_kwargs is not None else None
         raise ConfigError(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BackboneNotFoundError, ConfigError, InvalidInputError, ModelLoadError
+from ..errors import BackboneNotFoundError, ConfigError, HubtlError, InvalidInputError, ModelLoadError
 from .base import Backbone, BackbonePlugin, Preprocessor
 
 logger = logging.getLogger("hubtl")
@@ -226,7 +226,6 @@ class TransformersPlugin(BackbonePlugin):
                 f"No directory {model_name!r} for transformers:{model_name}. Give an existing local directory "
                 "(with config.json, tokenizer files and weights) or a Hub ID 'namespace/name'."
             )
-        from ..errors import HubtlError
         from ..hub.client import hub_reachable, offline, resolve_model_dir
 
         # Out of reach, the Hub client would retry for a minute: read the cache only, or fail at once.

@@ -111,8 +111,8 @@ def load_unlabeled(cfg: DatasetConfig, modality: str, column: str | None = None,
     if len(ds) == 0:
         raise DataError(f"The unlabeled examples ({where}) are empty; add examples or remove the unlabeled_* key.")
     if cfg.max_unlabeled_samples is not None and len(ds) > cfg.max_unlabeled_samples:
-        picked = np.sort(np.random.default_rng(seed).permutation(len(ds))[: cfg.max_unlabeled_samples])
-        ds = ds.select(picked.tolist())
+        picked, _ = _cap(np.arange(len(ds)), torch.zeros(len(ds)), cfg.max_unlabeled_samples, seed)
+        ds = ds.select(np.sort(picked).tolist())
     if modality == "image":
         ds = _prepare_image_column(ds, column, base_dir)
     else:

@@ -35,7 +35,7 @@ from ..errors import ConfigError, HubtlError
 from ..features import backbone_features
 from ..metrics import is_better, metric_key
 from ..tasks import get_task
-from ..processes import main_process_first, on_every_process
+from ..processes import error_line, main_process_first, on_every_process
 from .scores import SCORES, check_metric, knn_accuracy, linear_probe_score, logme, target_columns, task_kind
 
 logger = logging.getLogger("hubtl")
@@ -370,7 +370,7 @@ def _score(
         if acc.is_main_process:  # no collective call follows before the next candidate: a failure here is the main's own
             row.scores = _scores(features, task, data.labels, wanted)
     except Exception as err:  # noqa: BLE001 - any failure of a candidate is reported in its row; the others still rank
-        row.error = _reason(err)
+        row.error = error_line(err)
     finally:
         held = weakref.ref(backbone) if backbone is not None else None
         del backbone
@@ -378,11 +378,6 @@ def _score(
             gc.collect()  # a reference cycle keeps it: free its memory before the next candidate is built
     row.seconds = round(time.time() - started, 3)
     return row
-
-
-def _reason(err: BaseException) -> str:
-    """An exception as one line of a row's `error` (at most 500 characters)."""
-    return " ".join(f"{type(err).__name__}: {err}".split())[:500]
 
 
 def _scores(features: dict[str, Any], task: Any, labels: list[str] | None, wanted: list[str]) -> dict[str, float]:

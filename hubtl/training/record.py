@@ -106,5 +106,4 @@ def _trained_parameters(trainer: Any) -> int:
     kept = (trainer.state.best_epoch or trainer.state.epoch) - 1  # 0-based index of the epoch whose weights were kept
     if kept < 0:
         return trainable
-    held = trainer.strategy.frozen_parameters(trainer.model, kept, trainer.cfg)
-    return trainable - sum(p.numel() for p in held if p.requires_grad)
+    return trainable - trainer.strategy.held_count(trainer.model, kept, trainer.cfg)

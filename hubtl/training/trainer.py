@@ -125,9 +125,10 @@ class Trainer:
         self.use_cache = self._use_feature_cache()
         self.train_objective = self._training_objective()
         self._build_loop()
-        self.state.run_shape = self._run_shape()
+        shape = self._run_shape()
         if resume_dir is not None:
-            self._resume(resume_dir)
+            self._resume(resume_dir, shape)
+        self.state.run_shape = shape
         if self.main:
             record = TrainingRecord(config=cfg.to_dict())
             with self.checkpoints.disk_full("the training record", self.output_dir / TRAINING_DIR, 1 << 16):
@@ -229,7 +230,7 @@ class Trainer:
         total = sum(p.numel() for p in model.parameters())
         self.parameter_counts = (trainable, total)  # parameters only: buffers (BatchNorm statistics) apart
         self.base_model = cfg.base_model or getattr(model.backbone, "base_model", None)
-        held = sum(p.numel() for p in self.strategy.frozen_parameters(model, 0, cfg) if p.requires_grad)
+        held = self.strategy.held_count(model, 0, cfg)
         first = f" ({trainable - held:,} in the first epoch)" if held else ""  # e.g. gradual unfreezing
         self._log(f"Model: {cfg.backbone}, strategy {cfg.strategy}: {trainable:,} of {total:,} parameters trainable{first}.")
         return model
@@ -377,8 +378,9 @@ class Trainer:
         """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
         return default_num_workers(self.data.modality, self.cfg.dataloader_num_workers)
 
-    def _resume(self, checkpoint: Path) -> None:
-        """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint."""
+    def _resume(self, checkpoint: Path, shape: dict[str, Any]) -> None:
+        """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint; warn if `shape` (this run's
+        `_run_shape`) differs from the run that wrote it."""
         self.state = self.checkpoints.load(checkpoint)
         if self.stream is not None:  # this process's stream position, buffer and RNG (stream_state_<rank>.json)
             path = checkpoint / state_file(self.accelerator.process_index)
@@ -390,15 +392,14 @@ class Trainer:
             self.stream.load_state_dict(json.loads(path.read_text()))
         self._saved_step = self.state.global_step
         self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
-        now, then = self._run_shape(), self.state.run_shape
-        changed = [f"{k} {then[k]} (now {now.get(k)})" for k in then if now.get(k) != then[k]]
+        then = self.state.run_shape
+        changed = [f"{k} {then[k]} (now {shape.get(k)})" for k in then if shape.get(k) != then[k]]
         if changed and self.main:  # checkpoints older than run_shape record nothing to compare
             logger.warning(
                 "The checkpoint was written by a run with %s: its step count, learning rate and schedule go on as "
                 "saved (a new learning rate takes no effect), so this is not the run the checkpoint began. Resume with "
                 "the same settings for an exact continuation, or start afresh.", ", ".join(changed)
             )
-        self.state.run_shape = now
 
     # ------------------------------------------------------------------ the loop
 
