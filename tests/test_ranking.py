@@ -394,10 +394,12 @@ def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
     assert len(metas) == 4 and all(len(m["shards"]) == 2 for m in metas)
 
 
+@pytest.mark.parametrize("feature_cache", [True, False], ids=["stored", "in-memory"])
 def test_a_candidate_failing_on_one_process_fails_on_all_and_the_others_still_rank(
-    tiny_bert: str, tiny_bert_dir: Path, tmp_path: Path
+    tiny_bert: str, tiny_bert_dir: Path, tmp_path: Path, feature_cache: bool
 ) -> None:
-    """Only the second process's shard holds a token the small-vocabulary BERT cannot embed: both report it and go on."""
+    """Only the second process's shard holds a token the small-vocabulary BERT cannot embed: both report it and go on,
+    whether the features go to the store or are only gathered in memory."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     small = tmp_path / "small-vocab-bert"  # embeddings for token ids below 1000 only: '!' is 999, 'film' 2143
@@ -416,6 +418,7 @@ def test_a_candidate_failing_on_one_process_fails_on_all_and_the_others_still_ra
         "backbone": tiny_bert, "backbone_kwargs": {"pooling": "mean"}, "output_dir": str(tmp_path / "out"),
         "dataset": {"path": str(data), "data_files": {"train": "train.csv", "validation": "dev.csv"}}, "seed": 0,
         "disable_tqdm": True, "report_to": "none", "dataloader_num_workers": 0, "per_device_eval_batch_size": 4,
+        "feature_cache": feature_cache,
         "candidates": [
             {"name": "mean", "backbone": tiny_bert},
             {"name": "small-vocab", "backbone": f"transformers:{small}"},
@@ -435,3 +438,4 @@ def test_a_candidate_failing_on_one_process_fails_on_all_and_the_others_still_ra
     assert saved["mean"]["error"] is None and saved["cls"]["error"] is None and saved["cls"]["scores"]["logme"]
     failed = saved["small-vocab"]
     assert "IndexError" in failed["error"] and failed["error"].endswith("(on process 1 of 2)") and not failed["scores"]
+    assert {r["features_from"]["train"] for r in saved.values() if not r["error"]} == {"computed" if feature_cache else "memory"}

@@ -145,19 +145,25 @@ def backbone_features(
         stored = store.get(key)
         if stored is not None:
             return Features(FeatureDataset(stored, dataset.targets), "cache", key)
-    if key is None:
-        return Features(_gathered_features(accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress), "memory")
     # a shard that fails on one process only (a text too long for the backbone) fails on all of them, here, instead
-    # of leaving the others waiting in the store's collective calls
-    shard = on_every_process(accelerator, lambda: _shard_features(
+    # of leaving the others waiting in the store's or the gather's collective calls
+    shard, targets = on_every_process(accelerator, lambda: _shard_features(
         accelerator, backbone, dataset, preprocess, task, batch_size, num_workers, seed, progress))  # fmt: skip
-    stored = _store(accelerator, store, key, shard, describe or {})
-    if stored is not None:
-        return Features(FeatureDataset(stored, dataset.targets), "computed", key)
+    if key is not None:
+        stored = _store(accelerator, store, key, shard, describe or {})
+        if stored is not None:
+            return Features(FeatureDataset(stored, dataset.targets), "computed", key)
+    return Features(FeatureDataset(_gathered(accelerator, shard), _gathered(accelerator, targets)), "memory")
+
+
+def _gathered(accelerator: Any, shard: torch.Tensor) -> torch.Tensor:
+    """Every process's slice, concatenated in example order, on every process."""
+    if accelerator.num_processes == 1:
+        return shard
     from accelerate.utils import gather_object
 
-    everything = torch.cat(gather_object([shard])) if accelerator.num_processes > 1 else shard
-    return Features(FeatureDataset(everything, dataset.targets), "memory")
+    slices = [part for part in gather_object([shard]) if len(part)]  # an empty slice has no target shape or dtype
+    return torch.cat(slices) if slices else shard
 
 
 def cached_outputs(
@@ -198,8 +204,8 @@ def _rank_slice(n: int, rank: int, world: int) -> range:
 def _shard_features(
     accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int,
     num_workers: int, seed: int, progress: str | None,
-) -> torch.Tensor:  # fmt: skip
-    """This process's slice of the features, in example order (float32, on the CPU)."""
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """This process's slice of the features (float32, on the CPU) and of the targets, in example order."""
     from tqdm.auto import tqdm
 
     rows = list(_rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes))
@@ -215,15 +221,21 @@ def _shard_features(
         **loader_options(num_workers, device, persistent=False),
     )  # fmt: skip
     backbone.eval()
-    out = []
-    bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
+    out: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+
+    def inputs() -> Iterator[dict[str, Any]]:
+        for batch, target in tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process):
+            targets.append(torch.as_tensor(target))
+            yield batch
+
     with accelerator.autocast(), inference_layout(backbone, device) as layout:
-        for batch in _rebatched((b for b, _ in bar), batch_size):
+        for batch in _rebatched(inputs(), batch_size):
             batch = {k: layout(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             out.append(backbone(batch).float().cpu())
     if not out:
-        return torch.zeros((0, getattr(backbone, "feature_dim", 0)), dtype=torch.float32)
-    return in_given_order(torch.cat(out), order)
+        return torch.zeros((0, getattr(backbone, "feature_dim", 0)), dtype=torch.float32), torch.zeros(0)
+    return in_given_order(torch.cat(out), order), in_given_order(torch.cat(targets), order)
 
 
 def _rebatched(chunks: Iterator[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:
@@ -290,29 +302,3 @@ def _store(accelerator: Any, store: FeatureStore, key: str, shard: torch.Tensor,
     if stored is None:
         raise OSError(f"The feature cache entry {store.path(key)} cannot be read back; remove it and run again.")
     return stored
-
-
-@torch.inference_mode()
-def _gathered_features(
-    accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int, num_workers: int,
-    seed: int, progress: str | None,
-) -> FeatureDataset:  # fmt: skip
-    """Features of a dataset that cannot be keyed, kept in memory: sharded over processes, gathered on all."""
-    from tqdm.auto import tqdm
-
-    loader = DataLoader(
-        dataset, batch_size, shuffle=False, collate_fn=make_collate(preprocess, task),
-        generator=torch.Generator().manual_seed(seed),  # never draws from the training RNG
-        **loader_options(num_workers, accelerator.device, persistent=False),
-    )
-    loader = accelerator.prepare_data_loader(loader)
-    backbone.eval()
-    features, targets = [], []
-    bar = tqdm(loader, desc=progress, unit="batch", disable=progress is None or not accelerator.is_main_process)
-    with accelerator.autocast(), inference_layout(backbone, accelerator.device) as layout:
-        for batch, target in bar:
-            batch = {k: layout(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            gathered = accelerator.gather_for_metrics((backbone(batch).float(), target))
-            features.append(gathered[0].cpu())
-            targets.append(gathered[1].cpu())
-    return FeatureDataset(torch.cat(features), torch.cat(targets))

@@ -361,7 +361,7 @@ def _score(
                 num_workers=default_num_workers(data.modality, cfg.dataloader_num_workers), seed=cfg.seed,
                 describe={"backbone": candidate.backbone, "dataset": cfg.dataset.source, "split": split},
                 progress=f"{candidate.name} ({split})" if acc.is_main_process and not cfg.disable_tqdm else None,
-                rows=sample[split],
+                rows=sample[split], persist=cfg.feature_cache,
             )  # fmt: skip
             row.features_from[split] = found.source
             features[split] = found.dataset
