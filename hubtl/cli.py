@@ -45,8 +45,9 @@ def _predict(args: argparse.Namespace) -> int:
     from .model import TransferModel
 
     model = TransferModel.from_pretrained(args.model, revision=args.revision)
-    for raw, prediction in zip(args.inputs, model.predict(args.inputs, batch_size=args.batch_size)):
-        print(json.dumps({"input": raw, **prediction}))
+    predictions = model.predict(args.inputs, batch_size=args.batch_size, top_k=args.top_k)
+    for raw, prediction in zip(args.inputs, predictions):
+        print(json.dumps({"input": raw, **(prediction if args.top_k is None else {"top_k": prediction})}))
     return 0
 
 
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image paths or texts")
     p.add_argument("--revision", default=None)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top-k", type=int, default=None, help="print each input's K best labels with their scores")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("push", help="push a saved output directory to a Hub repo")

@@ -116,7 +116,10 @@ class TrainingConfig:
     dataloader_num_workers: int | None = _opt(None, "DataLoader workers (default: images one per spare CPU core of the process, 2 to 8; text 0)")
     group_by_length: bool = _opt(False, "train on batches of texts of similar length (shuffled in groups of up to 50 batches, as transformers): less padding")
     logging_steps: int = _opt(10, "record loss, learning rate and throughput every this many optimizer steps")
-    report_to: str = _opt("auto", "auto | none | tensorboard (auto: TensorBoard when installed)")
+    report_to: str | list[str] = _opt(
+        "auto", "auto | none | all | a tracker Accelerate supports (tensorboard, wandb, mlflow, ...) or a list of them "
+        "(auto: TensorBoard when installed; all: every installed one)"
+    )
     strict: bool = _opt(False, "fail on unreadable images instead of skipping them")
     disable_tqdm: bool = _opt(False, "no progress bars")
     push_to_hub: str | None = _opt(None, "a Hub repo ID: push the model with its card at the end")
@@ -391,7 +394,6 @@ def _check_values(cfg: TrainingConfig) -> None:
         cfg.eval_strategy != "steps" or (cfg.eval_steps is not None and cfg.eval_steps >= 1),
         "eval_strategy: steps needs eval_steps >= 1, e.g. --eval_steps 50.",
     )
-    require(cfg.report_to in ("auto", "none", "tensorboard"), "report_to must be auto, none or tensorboard.")
     require(
         cfg.labels is None or len(set(cfg.labels)) == len(cfg.labels), f"labels must be unique; got {cfg.labels}."
     )

@@ -120,10 +120,18 @@ class TransferModel(nn.Module):
         """Raw head outputs for raw inputs."""
         return self._run(inputs, batch_size, self)
 
-    def predict(self, inputs: Any, batch_size: int = 32) -> list[dict[str, Any]]:
-        """Predictions for raw inputs: label and score (classification), labels (multi-label) or value."""
+    def predict(self, inputs: Any, batch_size: int = 32, top_k: int | None = None) -> list[Any]:
+        """Predictions for raw inputs: label and score (classification), labels (multi-label) or value.
+
+        With `top_k`, each input's prediction is instead its k best labels as `{label, score}` dicts, best first
+        (as transformers' `pipeline(..., top_k=k)`; fewer when the model has fewer labels).
+        """
         task = get_task(self.task)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidInputError(f"top_k must be a positive whole number, not {top_k!r}.")
         scores = task.scores(self.logits(inputs, batch_size)).tolist()
+        if top_k is not None:
+            return [task.top(row, self.labels, top_k) for row in scores]
         return [task.decode(row, self.labels, self.threshold) for row in scores]
 
     def _run(self, inputs: Any, batch_size: int, module: nn.Module) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import labels as label_values
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInputError
 from .metrics import (
     ConfusionCounts,
     ErrorSums,
@@ -60,6 +60,13 @@ class Task:
     def decode(self, row: list[float], labels: list[str] | None, threshold: float) -> dict[str, Any]:
         """One prediction dict from one row of scores."""
         raise NotImplementedError
+
+    def top(self, row: list[float], labels: list[str] | None, k: int) -> list[dict[str, Any]]:
+        """The `k` best labels of one row of scores, best first, as transformers' pipelines give them with `top_k`."""
+        if not self.uses_labels or not labels:
+            raise InvalidInputError(f"top_k applies to tasks with named labels, not to {self.name!r}; leave it unset.")
+        best = sorted(range(len(row)), key=lambda i: -row[i])[:k]
+        return [{"label": labels[i], "score": float(row[i])} for i in best]
 
     def target_dtype(self) -> torch.dtype:
         """dtype of the stacked targets a batch carries."""

@@ -99,6 +99,7 @@ def cli(models: dict) -> Iterator[dict[str, Future]]:
         "list broken": pool.submit(hubtl, "backbones", "list", "timm:test_res*", PYTHONPATH=str(site)),
         "predict images": pool.submit(hubtl, "predict", str(image_dir), *images),
         "predict text": pool.submit(hubtl, "predict", str(models["text_dir"]), *TEXTS),
+        "predict top k": pool.submit(hubtl, "predict", str(image_dir), images[0], "--top-k", "1"),
         "not a model": pool.submit(hubtl, "predict", str(not_a_model), "x.png"),
         "corrupt": pool.submit(hubtl, "predict", str(corrupt), images[0]),
         "not an image": pool.submit(hubtl, "predict", str(image_dir), images[0], str(fake_jpg)),
@@ -155,6 +156,16 @@ def test_predict_text(cli: dict[str, Future], models: dict) -> None:
     for line, want in zip(lines, models["text_model"].predict(TEXTS), strict=True):
         assert line["labels"] == want["labels"]
         assert line["scores"] == pytest.approx(want["scores"], abs=1e-6)
+
+
+def test_predict_top_k_prints_the_best_labels(cli: dict[str, Future], models: dict) -> None:
+    result = cli["predict top k"].result()
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    want = models["image_model"].predict(models["images"][:1])[0]
+    assert line["input"] == models["images"][0]
+    assert [b["label"] for b in line["top_k"]] == [want["label"]]
+    assert line["top_k"][0]["score"] == pytest.approx(want["score"], abs=1e-6)
 
 
 def test_predict_with_a_directory_that_is_not_a_model(cli: dict[str, Future]) -> None:

@@ -391,3 +391,22 @@ def test_import_registers_a_task_of_ones_own_before_the_config_is_checked(
 def test_transformers_names_say_what_hubtl_calls_them(base: dict, key: str, hint: str) -> None:
     with pytest.raises(ConfigError, match=rf"Unknown config key '{key}'; in hubtl write .*{hint}"):
         load_config(base, [f"--{key}", "true"])
+
+
+def test_report_to_reads_as_transformers_does() -> None:
+    """Names, a list or a comma-separated string; none, all and auto; unknown and uninstalled trackers refused."""
+    from accelerate.tracking import get_available_trackers
+
+    from hubtl.training.record import trackers
+
+    installed = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+    assert "tensorboard" in installed  # the dev extra installs it
+    assert trackers("none") == trackers([]) == []
+    assert trackers("auto") == ["tensorboard"]
+    assert trackers("all") == installed
+    assert trackers(["tensorboard"]) == trackers("tensorboard, none") == ["tensorboard"]
+    with pytest.raises(ConfigError, match="unknown tracker.*'tensorbaord'.*wandb"):
+        trackers("tensorbaord")
+    missing = next(n for n in ("aim", "clearml", "swanlab", "dvclive") if n not in installed)
+    with pytest.raises(ConfigError, match=f"{missing} is not installed; `pip install {missing}`"):
+        trackers(["tensorboard", missing])

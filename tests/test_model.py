@@ -15,7 +15,7 @@ from PIL import Image
 
 import hubtl
 from hubtl import TransferModel
-from hubtl.errors import ModelLoadError
+from hubtl.errors import InvalidInputError, ModelLoadError
 
 from conftest import minilm_dir
 
@@ -217,6 +217,25 @@ def test_predict_accepts_paths_pil_images_and_a_single_input(roundtrip: dict, im
     assert len(single) == 1 and single[0]["label"] == model.predict(images)[0]["label"]
     text_model = roundtrip[TEXT_BACKBONE, "classification"]["model"]
     assert len(text_model.predict("just one sentence")) == 1
+
+
+def test_predict_top_k_gives_the_best_labels_first_as_pipelines_do(roundtrip: dict, images: list[str]) -> None:
+    for task in ("classification", "multi_label"):
+        model = roundtrip["timm:test_resnet", task]["model"]
+        full = model.predict(images)
+        top = model.predict(images, top_k=2)
+        for one, best in zip(full, top, strict=True):
+            ranked = sorted(one["scores"].items(), key=lambda item: -item[1])
+            assert [b["label"] for b in best] == [label for label, _ in ranked[:2]]
+            assert [b["score"] for b in best] == pytest.approx([score for _, score in ranked[:2]])
+        everything = model.predict(images[:1], top_k=100)[0]  # capped at the model's labels
+        assert sorted(b["label"] for b in everything) == sorted(model.labels)
+    regression = roundtrip["timm:test_resnet", "regression"]["model"]
+    with pytest.raises(InvalidInputError, match="top_k applies to tasks with named labels"):
+        regression.predict(images, top_k=1)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="top_k must be a positive whole number"):
+            model.predict(images, top_k=bad)
 
 
 def test_batching_does_not_change_outputs(roundtrip: dict) -> None:

@@ -40,21 +40,29 @@ def kept_epoch_message(state: TrainerState, metric: str) -> str:
     return f"Kept the weights of epoch {state.best_epoch} of {len(state.history)} ({why})."
 
 
-def tracker(report_to: str) -> str | None:
-    """TensorBoard through Accelerate's trackers when asked for, or when installed and report_to is auto."""
-    if report_to == "none":
-        return None
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        if report_to == "tensorboard":
-            raise ConfigError("report_to: tensorboard needs `pip install tensorboard`.") from None
-        return None
-    return "tensorboard"
+def trackers(report_to: str | list[str]) -> list[str]:
+    """The Accelerate trackers a run logs to, as transformers reads `report_to`: names (a list, or a string with
+    commas), 'none', 'all' (every installed one) or 'auto' (TensorBoard when installed)."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    names = [n.strip() for n in report_to.split(",")] if isinstance(report_to, str) else list(report_to)
+    names = [n for n in names if n and n != "none"]
+    installed = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+    if names in (["auto"], ["all"]):
+        return [n for n in installed if n == "tensorboard" or names == ["all"]]
+    unknown = [n for n in names if n not in LOGGER_TYPE_TO_CLASS]
+    if unknown:
+        raise ConfigError(f"report_to: unknown tracker(s) {', '.join(map(repr, unknown))}; use none, auto, all or "
+                          f"some of {', '.join(LOGGER_TYPE_TO_CLASS)}.")  # fmt: skip
+    missing = [n for n in names if n not in installed]
+    if missing:
+        raise ConfigError(f"report_to: {', '.join(missing)} is not installed; `pip install {' '.join(missing)}`, "
+                          "or leave it out of report_to.")  # fmt: skip
+    return list(dict.fromkeys(names))
 
 
 def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten the config into scalars for TensorBoard's hparams."""
+    """Flatten the config into scalars for the trackers' hyperparameters (TensorBoard's hparams take no lists)."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict):

@@ -41,7 +41,7 @@ from .feature_cache import FeatureHead, cache_decision, feature_collate
 from .interrupts import StopRequests
 from .parallel import allow_fsdp_on_cpu, check_fsdp_config, full_state_dict, is_sharded, set_wrap_policy
 from ..processes import main_process_first
-from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker, tracker_metrics
+from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker_metrics, trackers
 
 logger = logging.getLogger("hubtl")
 
@@ -84,12 +84,12 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.strategy = get_strategy(cfg.strategy)
         self.output_dir = Path(cfg.output_dir)
-        self.tracker = tracker(cfg.report_to)
+        self.trackers = trackers(cfg.report_to)
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            log_with=self.tracker,
-            project_dir=str(self.output_dir / TRAINING_DIR) if self.tracker else None,
+            log_with=self.trackers or None,
+            project_dir=str(self.output_dir / TRAINING_DIR) if self.trackers else None,
             # non_blocking: host-to-device copies of pinned batches overlap the step (CUDA)
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         )
@@ -133,7 +133,7 @@ class Trainer:
             record = TrainingRecord(config=cfg.to_dict())
             with self.checkpoints.disk_full("the training record", self.output_dir / TRAINING_DIR, 1 << 16):
                 record.write(self.output_dir, parts=("config",))
-        if self.tracker:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
+        if self.trackers:  # `accelerator.trackers` stays empty until init_trackers: test the config instead
             self.accelerator.init_trackers("hubtl", config=flat_hparams(cfg.to_dict()))
         loop_started = time.time()
         self.setup_seconds = loop_started - started
