@@ -23,7 +23,11 @@ from .metrics import metric_key
 from .strategies import get_strategy
 from .tasks import get_task
 MIXED_PRECISION = ("no", "fp16", "bf16")
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+#: transformers' `get_scheduler` names that step once per optimizer step (reduce_lr_on_plateau needs a metric instead)
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+    "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+)  # fmt: skip
 
 
 class _Loader(yaml.SafeLoader):
@@ -97,8 +101,11 @@ class TrainingConfig:
     per_device_eval_batch_size: int = _opt(32, "evaluation (and feature cache) batch size per process")
     learning_rate: float = _opt(5e-5, "peak learning rate (AdamW)")
     weight_decay: float = _opt(0.0, "AdamW weight decay (never on biases and norms)")
-    lr_scheduler_type: str = _opt("linear", "linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup")
+    lr_scheduler_type: str = _opt("linear", "linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | "
+                                  "inverse_sqrt | cosine_with_min_lr | cosine_warmup_with_min_lr | warmup_stable_decay")
+    lr_scheduler_kwargs: dict[str, Any] = _opt(None, "the scheduler's own arguments, e.g. {min_lr_rate: 0.1} for cosine_with_min_lr", dict)
     warmup_ratio: float = _opt(0.0, "fraction of the steps spent warming the learning rate up")
+    warmup_steps: int = _opt(0, "optimizer steps spent warming the learning rate up (overrides warmup_ratio when > 0)")
     gradient_accumulation_steps: int = _opt(1, "batches per optimizer step")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables it)")
     mixed_precision: str = _opt("no", "no | fp16 | bf16")
@@ -377,6 +384,7 @@ def _check_values(cfg: TrainingConfig) -> None:
     require(cfg.head_learning_rate is None or cfg.head_learning_rate > 0, "head_learning_rate must be > 0.")
     require(cfg.weight_decay >= 0, f"weight_decay must be >= 0; got {cfg.weight_decay}.")
     require(0 <= cfg.warmup_ratio < 1, f"warmup_ratio must be in [0, 1); got {cfg.warmup_ratio}.")
+    require(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0; got {cfg.warmup_steps}.")
     require(cfg.num_train_epochs > 0 or cfg.max_steps > 0, "Set num_train_epochs > 0 or max_steps > 0.")
     require(cfg.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1.")
     require(cfg.per_device_eval_batch_size >= 1, "per_device_eval_batch_size must be >= 1.")

@@ -550,6 +550,24 @@ def test_max_steps_and_the_schedule(tiny_bert: str, texts: Path, tmp_path: Path)
     assert [r["learning_rate"] for r in result.metrics] == pytest.approx([0.1 * 3 / 9, 0.0])
 
 
+def test_schedulers_with_their_own_arguments_and_warmup_steps(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    """lr_scheduler_kwargs reach transformers' schedule; warmup_steps overrides warmup_ratio; bad arguments stop the
+    run before any data is read, with what to give."""
+    result = train(_bert(tiny_bert, texts, tmp_path / "min-lr", strategy="linear_probe", learning_rate=0.1, max_steps=12,
+                         lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.2},
+                         warmup_steps=6, warmup_ratio=0.9))  # fmt: skip
+    # steps 1-6 warm up (to 0.1 at step 6), then cosine from 0.1 down to 0.2 * 0.1 at step 12
+    assert [r["learning_rate"] for r in result.metrics] == pytest.approx([0.1, 0.02])
+    for kwargs, message in (({}, "One of min_lr or min_lr_rate"), ({"min_lr_rate": 0.1, "floor": 1}, "unexpected keyword")):
+        out = tmp_path / f"bad-{len(kwargs)}"
+        values = _bert(tiny_bert, texts, out, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs=kwargs)
+        values["dataset"] = {**values["dataset"], "path": str(tmp_path / "never-read")}
+        with pytest.raises(ConfigError) as err:  # reported with the other preflight problems: the data path too
+            train(values)
+        assert message in str(err.value) and "lr_scheduler_kwargs" in str(err.value) and "never-read" in str(err.value)
+        assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def uneven_texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Header-less train.tsv (48 rows) and dev.tsv (16 rows) whose sentences run from 2 to 49 words."""

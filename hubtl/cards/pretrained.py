@@ -21,7 +21,7 @@ TEMPLATE = "pretrained_backbone.md.j2"
 #: Config keys the card's hyperparameter table shows, when set.
 SHOWN_KEYS = (
     "objective", "mlm_probability", "whole_word_mask", "max_seq_length", "line_by_line", "mask_ratio", "mask_patch_size",
-    "noise_std", "learning_rate", "head_learning_rate", "layer_decay", "weight_decay", "lr_scheduler_type", "warmup_ratio",
+    "noise_std", "learning_rate", "head_learning_rate", "layer_decay", "weight_decay", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "augment",
     "mixed_precision", "seed",
 )  # fmt: skip

@@ -177,6 +177,7 @@ class Trainer:
                 f"not by {cfg.strategy}. Set strategy: distill with a teacher, or remove them."
             ))
         checks.append(lambda: check_fsdp_config(self.accelerator, self.strategy))
+        checks.append(lambda: _scheduler(cfg, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 100))
         for check in checks:
             try:
                 check()
@@ -246,8 +247,6 @@ class Trainer:
 
     def _build_loop(self) -> None:
         """DataLoaders, optimizer and scheduler, prepared by Accelerate."""
-        from transformers import get_scheduler
-
         cfg, acc = self.cfg, self.accelerator
         if self.use_cache:
             count = len(self.data.train) + len(self.data.eval)
@@ -299,13 +298,7 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps))
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        # Not prepared: Accelerate would step it once per process; it steps once per optimizer step here.
-        self.scheduler = get_scheduler(
-            cfg.lr_scheduler_type,
-            optimizer=self.optimizer,
-            num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total_steps),
-            num_training_steps=self.total_steps,
-        )
+        self.scheduler = _scheduler(cfg, self.optimizer, self.total_steps)
         acc.register_for_checkpointing(self.scheduler)
         self.metric = metric_key(cfg.metric_for_best_model or self.task.default_metric)
 
@@ -372,6 +365,7 @@ class Trainer:
             "num_train_epochs": cfg.num_train_epochs, "max_steps": cfg.max_steps,
             # the optimizer and scheduler states come back from the checkpoint: these take no effect on a resume
             "learning_rate": cfg.learning_rate, "lr_scheduler_type": cfg.lr_scheduler_type, "warmup_ratio": cfg.warmup_ratio,
+            "warmup_steps": cfg.warmup_steps, "lr_scheduler_kwargs": cfg.lr_scheduler_kwargs,
         }  # fmt: skip
 
     def _num_workers(self) -> int:
@@ -734,3 +728,24 @@ class Trainer:
         """Log on the main process only."""
         if self.main:
             logger.info(message)
+
+
+def _scheduler(cfg: TrainingConfig, optimizer: Any, total_steps: int) -> Any:
+    """transformers' learning-rate schedule of the config, stepped once per optimizer step.
+
+    Not prepared by Accelerate, which would step it once per process.
+    """
+    from transformers import get_scheduler
+
+    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else math.ceil(cfg.warmup_ratio * total_steps)
+    try:
+        return get_scheduler(
+            cfg.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+            scheduler_specific_kwargs=dict(cfg.lr_scheduler_kwargs),
+        )  # fmt: skip
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"lr_scheduler_type {cfg.lr_scheduler_type} with lr_scheduler_kwargs {cfg.lr_scheduler_kwargs}: {err}. "
+            "Give the arguments that schedule takes (transformers' get_scheduler), e.g. {min_lr_rate: 0.1} for "
+            "cosine_with_min_lr."
+        ) from err
