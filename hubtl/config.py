@@ -318,7 +318,7 @@ def _check_types(values: dict[str, Any], cls: type, prefix: str) -> None:
         expected = hints[key]
         if key == "dataset":
             continue
-        if key == "mixed_precision" and value is False:  # YAML reads Accelerate's `no` (`--mixed_precision no`) as false
+        if key in ("mixed_precision", "eval_strategy") and value is False:  # YAML reads `no` (`--mixed_precision no`) as false
             value = "no"
         coerced = _coerce(value, expected)
         if coerced is _WRONG:
@@ -397,6 +397,11 @@ def _check_values(cfg: TrainingConfig) -> None:
     require(0 <= cfg.head_dropout < 1, "head_dropout must be in [0, 1).")
     require(cfg.num_outputs >= 1, "num_outputs must be >= 1.")
     require(cfg.logging_steps >= 1, "logging_steps must be >= 1.")
+    require(
+        cfg.eval_strategy != "no",
+        "eval_strategy: no is not supported: hubtl evaluates at every epoch's end to pick the kept epoch and fill the "
+        "model card. Use eval_strategy: epoch (with no eval split, dataset.validation_size carves one out of train).",
+    )
     require(cfg.eval_strategy in ("epoch", "steps"), f"eval_strategy must be epoch or steps; got {cfg.eval_strategy!r}.")
     require(
         cfg.eval_strategy != "steps" or (cfg.eval_steps is not None and cfg.eval_steps >= 1),

@@ -220,6 +220,8 @@ def test_wrong_types(base: dict, key: str, value: str, expected: str) -> None:
         (["--lr_scheduler_type", "exponential"], r"lr_scheduler_type must be one of"),
         (["--early_stopping_patience", "0"], r"early_stopping_patience must be >= 1"),
         (["--save_steps", "0"], r"save_steps must be >= 1"),
+        (["--eval_strategy", "no"], r"eval_strategy: no is not supported.*dataset\.validation_size carves one out"),
+        (["--warmup_steps", "-1"], r"warmup_steps must be >= 0"),
         (["--labels", "[a, a]"], r"labels must be unique"),
         (["--backbone", "resnet18"], r"backbone must look like '<plugin>:<model>'"),
         (["--metric_for_best_model", "acuracy"], r"not computed for task classification\. Did you mean accuracy\?"),
