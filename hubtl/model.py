@@ -139,7 +139,8 @@ class TransferModel(nn.Module):
         examples = _as_list(inputs)
         _warn_if_mismatched(examples, self.backbone.modality)
         preprocess = self.preprocessor(train=False)
-        device = next(self.parameters()).device
+        weights = next(self.parameters())
+        device, dtype = weights.device, weights.dtype
         was_training = self.training
         self.eval()
         # texts of similar length batched together pad less (one batch is left as given)
@@ -150,7 +151,8 @@ class TransferModel(nn.Module):
             with inference_layout(self.backbone, device) as layout:
                 for start in range(0, len(ordered), batch_size):
                     batch = preprocess(ordered[start : start + batch_size])
-                    outputs.append(module({k: layout(v.to(device)) for k, v in batch.items()}).float().cpu())
+                    inputs = {k: layout(v.to(device, dtype if v.is_floating_point() else None)) for k, v in batch.items()}
+                    outputs.append(module(inputs).float().cpu())
         finally:
             self.train(was_training)
         return in_given_order(torch.cat(outputs), order)
@@ -234,9 +236,16 @@ class TransferModel(nn.Module):
         force_download: bool = False,
         local_files_only: bool = False,
         device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> TransferModel:
-        """Load a saved model from a directory or a Hub repo ID; never runs code from it and never unpickles."""
+        """Load a saved model from a directory or a Hub repo ID; never runs code from it and never unpickles.
+
+        `device` and `dtype` ('float16', 'bfloat16', or a torch dtype) place and cast it, as in transformers;
+        `predict` then feeds it inputs of that dtype and returns float32 scores.
+        """
         from .hub import resolve_model_dir
+
+        cast = _float_dtype(dtype)
 
         directory = resolve_model_dir(
             model_id,
@@ -261,7 +270,7 @@ class TransferModel(nn.Module):
             model = _build(cls, config, directory / BACKBONE_DIR, where)
         _load_weights(model, directory / WEIGHTS_NAME)
         model.eval()
-        return model.to(device) if device is not None else model
+        return model.to(device=device, dtype=cast) if device is not None or cast is not None else model
 
     @classmethod
     def from_config(cls, config: dict[str, Any], files_dir: Path | None = None) -> TransferModel:
@@ -375,6 +384,16 @@ def _warn_if_mismatched(examples: list[Any], modality: str) -> None:
             "themselves, not the files' content. Pass the texts (e.g. Path(f).read_text()), or use an image model.",
             len(examples),
         )
+
+
+def _float_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A floating dtype given by name ('bfloat16', 'torch.float16') or as itself; None leaves the weights as saved."""
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    found = getattr(torch, str(dtype).removeprefix("torch."), None) if isinstance(dtype, str) else None
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise InvalidInputError(f"dtype must be a floating dtype such as 'float16', 'bfloat16' or 'float32', not {dtype!r}.")
+    return found
 
 
 def _as_list(inputs: Any) -> list[Any]:

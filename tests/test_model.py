@@ -238,6 +238,19 @@ def test_predict_top_k_gives_the_best_labels_first_as_pipelines_do(roundtrip: di
             model.predict(images, top_k=bad)
 
 
+@pytest.mark.parametrize("backbone", ["timm:test_resnet", TEXT_BACKBONE])
+def test_from_pretrained_casts_to_a_dtype_and_predict_feeds_it(roundtrip: dict, backbone: str) -> None:
+    case = roundtrip[backbone, "classification"]
+    half = TransferModel.from_pretrained(case["dir"], dtype="bfloat16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    logits = half.logits(case["inputs"])
+    assert logits.dtype == torch.float32  # token ids stay integers; image tensors follow the weights
+    torch.testing.assert_close(logits, case["logits"], rtol=0, atol=0.05)
+    assert TransferModel.from_pretrained(case["dir"], dtype=torch.float32).logits(case["inputs"]).equal(case["logits"])
+    with pytest.raises(InvalidInputError, match="dtype must be a floating dtype"):
+        TransferModel.from_pretrained(case["dir"], dtype="int8")
+
+
 def test_batching_does_not_change_outputs(roundtrip: dict) -> None:
     case = roundtrip[TEXT_BACKBONE, "regression"]
     one_by_one = case["model"].logits(case["inputs"], batch_size=1)
