@@ -162,6 +162,7 @@ class LoRA(Strategy):
         except ImportError as err:
             raise PluginUnavailableError("strategy: lora needs PEFT: `pip install 'hubtl[lora]'` (or `pip install peft`).") from err
         model.requires_grad_(True)
+        model.backbone.requires_grad_(False)  # PEFT then trains only the adapters: parts outside lora_module stay frozen too
         attribute = model.backbone.lora_module
         encoder = getattr(model.backbone, attribute, None) if attribute else None
         if encoder is None:

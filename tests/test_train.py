@@ -27,6 +27,7 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
+from torch import nn
 
 from hubtl.errors import ConfigError, DataError, HubtlError
 from hubtl.model import TransferModel
@@ -267,6 +268,44 @@ def test_lora_trains_adapters_and_head_and_saves_merged_weights(tiny_bert: str, 
     initial = {f"backbone.model.{k}": v for k, v in BertModel.from_pretrained(tiny_bert_dir).state_dict().items()}
     changed = _changed(initial, saved, "backbone.")
     assert changed == {k for k in saved if k.startswith("backbone.") and k.endswith(("query.weight", "value.weight"))}
+
+
+def test_lora_freezes_the_backbone_outside_its_lora_module() -> None:
+    """A plugin's lora_module may be part of its backbone: the rest (an embedding, a stem) stays frozen as well."""
+    from types import SimpleNamespace
+
+    from hubtl import Backbone
+    from hubtl.strategies import get_strategy
+
+    class PartlyAdapted(Backbone):
+        modality = "text"
+        feature_dim = 8
+        lora_module = "body"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Embedding(10, 8)
+            self.body = nn.Sequential()
+            self.body.add_module("proj", nn.Linear(8, 8))
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.body(self.stem(batch["input_ids"]).mean(1))
+
+        def preprocessor(self, train: bool = False) -> Any:
+            raise NotImplementedError  # not needed to prepare the strategy
+
+        def layer_groups(self) -> list[list[nn.Parameter]]:
+            return [list(self.stem.parameters()), list(self.body.parameters())]
+
+        def spec(self) -> dict[str, Any]:
+            return {"plugin": "partly", "name": "adapted", "kwargs": {}}
+
+    model = TransferModel.from_backbone(PartlyAdapted(), labels=["a", "b"])
+    lora = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["proj"])
+    get_strategy("lora").prepare(model, lora)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable), trainable
+    assert not model.backbone.stem.weight.requires_grad
 
 
 def test_lora_targets_come_from_the_backbone_and_a_wrong_one_names_the_linear_layers(
