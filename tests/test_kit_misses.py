@@ -23,6 +23,9 @@ from hubtl.testing import CHECK_NAMES, ConformanceError, check_backbone
 class TinyPreprocessor(hubtl.Preprocessor):
     """16x16 pixels in [-1, 1]; flips at random when training with `augment`; `claim` is the deterministic flag (None: unset)."""
 
+    shift = 0.0  # added to every pixel (a broken plugin sets it from state that is not saved)
+    sizes: dict[tuple[int, int], int] | None = None  # a broken plugin numbers image sizes in the order first seen
+
     def __init__(self, train: bool, augment: bool, claim: bool | None, dtype: torch.dtype) -> None:
         self.train, self.augment, self.dtype = train, augment, dtype
         if claim is not None:
@@ -31,8 +34,11 @@ class TinyPreprocessor(hubtl.Preprocessor):
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         tensors = []
         for example in examples:
-            pixels = np.asarray(hubtl.load_image(example).resize((16, 16), Image.BILINEAR), dtype=np.float32)
-            tensor = torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0
+            image = hubtl.load_image(example)
+            pixels = np.asarray(image.resize((16, 16), Image.BILINEAR), dtype=np.float32)
+            tensor = torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0 + self.shift
+            if self.sizes is not None:
+                tensor = tensor + 0.1 * self.sizes.setdefault(image.size, len(self.sizes))
             if self.train and self.augment and torch.rand(()) < 0.5:
                 tensor = tensor.flip(-1)
             tensors.append(tensor)
@@ -314,6 +320,52 @@ def test_float64_features_fail_the_dtype_check() -> None:
 def test_eval_noise_below_the_old_absolute_tolerance_fails() -> None:
     plugin = broken("evalnoise", eval_noise=1e-7)
     assert_caught(plugin, "deterministic_eval", "differ", "1e-06 relative", "the float32 tolerance", "eval mode")
+
+
+# ------------------------------------------------------------------ state a saved model does not carry
+
+
+class HashSeededNet(TinyNet):
+    """Shifts its pixels by an amount from hash(): each Python process (another PYTHONHASHSEED) preprocesses differently,
+    as a vocabulary built in `set` order would."""
+
+    def preprocessor(self, train: bool = False) -> TinyPreprocessor:
+        pre = super().preprocessor(train)
+        pre.shift = (hash("hubtl") % 1000) / 1000
+        return pre
+
+
+class HashSeededPlugin(TinyPlugin):  # at module level: the kit's fresh process imports it from here
+    name = "hashseeded"
+    backbone_class = HashSeededNet
+
+
+class SeenOrderNet(TinyNet):
+    """Numbers image sizes in the order its preprocessing first sees them, and never saves that: a vocabulary grown on
+    the fly."""
+
+    def __init__(self, plugin: str, model_name: str, kwargs: dict[str, Any]) -> None:
+        super().__init__(plugin, model_name, kwargs)
+        self.sizes: dict[tuple[int, int], int] = {}
+
+    def preprocessor(self, train: bool = False) -> TinyPreprocessor:
+        pre = super().preprocessor(train)
+        pre.sizes = self.sizes
+        return pre
+
+
+def test_preprocessing_that_differs_in_another_process_fails_save_load() -> None:
+    assert_caught(HashSeededPlugin(), "save_load", "fresh process (PYTHONHASHSEED=", "save_files")
+
+
+def test_preprocessing_that_grows_with_the_inputs_seen_fails_save_load() -> None:
+    plugin = type("SeenOrderPlugin", (TinyPlugin,), {"name": "seenorder", "backbone_class": SeenOrderNet})()
+    assert_caught(plugin, "save_load", "depends on the inputs it has seen")
+
+
+def test_a_plugin_registered_only_in_a_function_is_compared_in_this_process_alone() -> None:
+    report = check_backbone(broken("local"), "tiny-s", checks=["save_load"])
+    assert "not compared in a fresh process" in report["save_load"].message
 
 
 # ------------------------------------------------------------------ the names checks=[...] accepts

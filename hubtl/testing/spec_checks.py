@@ -194,11 +194,17 @@ def check_spec(s: Subject) -> str:
 
 
 def check_save_load(s: Subject) -> str:
-    """TransferModel save_pretrained -> from_pretrained (offline) gives identical features and logits."""
+    """TransferModel save_pretrained -> from_pretrained (offline, here and in a fresh process) gives identical outputs.
+
+    The original has run on the examples before saving and both sides then run on them in reverse order, and a fresh
+    process hashes strings with another seed: state that is not saved (a vocabulary grown while preprocessing, or
+    built in `set` / `hash()` order) changes the features and is caught.
+    """
     from ..model import TransferModel
 
     model = TransferModel.from_backbone(s.backbone, labels=["first", "second"])
     model.eval()
+    model.embed(s.examples)  # a vocabulary grown on the fly would now hold these, in this order
     target = s.workdir / "saved-model"
     with _registered_as(s.plugin_name, s.plugin), offline():
         model.save_pretrained(target)
@@ -206,20 +212,91 @@ def check_save_load(s: Subject) -> str:
         loaded = TransferModel.from_pretrained(target)
     spec = config["backbone"]
     _require(spec.get("plugin") == s.plugin_name, f"config.json names backbone plugin {spec.get('plugin')!r}.")
-    before, after = model.embed(s.examples), loaded.embed(s.examples)
+    probe = list(reversed(s.examples))
+    before, after = model.embed(probe), loaded.embed(probe)
     diff, scale = _max_diff(before, after), float(before.abs().max()) if before.numel() else 0.0
     _require(
         _beyond_tolerance(before, after, atol=_rtol(before.dtype) * scale) == 0,
         f"features after save_pretrained/from_pretrained differ by up to {diff:.3g} (tolerance {_rtol(before.dtype):g} "
-        "relative): some state is not a parameter or buffer (register it), or from_spec builds a different preprocessing.",
+        "relative): some state is not a parameter or buffer (register it), from_spec builds a different preprocessing, "
+        "or the preprocessing depends on the inputs it has seen (a vocabulary grown on the fly: save it with save_files).",
     )
-    logits, loaded_logits = model.logits(s.examples), loaded.logits(s.examples)
+    logits, loaded_logits = model.logits(probe), loaded.logits(probe)
     logit_diff, scale = _max_diff(logits, loaded_logits), float(logits.abs().max()) if logits.numel() else 0.0
     _require(
         _beyond_tolerance(logits, loaded_logits, atol=_rtol(logits.dtype) * scale) == 0,
         f"logits after save/load differ by up to {logit_diff:.3g}.",
     )
-    return f"identical features (max difference {diff:.1g}); package={spec.get('package')!r}, spec_version={spec.get('spec_version')}"
+    fresh, seed = _fresh_process_features(s, target, probe)
+    if fresh is None:
+        where = "; not compared in a fresh process: the plugin is neither installed nor importable there"
+    else:
+        fresh_diff = _max_diff(before, fresh)
+        _require(
+            _beyond_tolerance(before, fresh, atol=_rtol(before.dtype) * scale) == 0,
+            f"features of the saved model loaded in a fresh process (PYTHONHASHSEED={seed}) differ by up to "
+            f"{fresh_diff:.3g}: the rebuilt preprocessing depends on the process (a vocabulary in `set` or `hash()` "
+            "order, say). Save what it needs with save_files, in a fixed order, and record a digest of it in config().",
+        )
+        where = f", also in a fresh process (PYTHONHASHSEED={seed})"
+    return (
+        f"identical features (max difference {diff:.1g}){where}; package={spec.get('package')!r}, "
+        f"spec_version={spec.get('spec_version')}"
+    )
+
+
+_FRESH_LOAD = """
+import importlib, json, sys
+from safetensors.torch import save_file
+import hubtl
+from hubtl.errors import BackboneNotFoundError, PluginUnavailableError
+model_dir, inputs, out, module, qualname = sys.argv[1:]
+try:
+    model = hubtl.TransferModel.from_pretrained(model_dir)
+except (BackboneNotFoundError, PluginUnavailableError):
+    if not module:
+        sys.exit(3)
+    hubtl.register_plugin(getattr(importlib.import_module(module), qualname))  # a plugin registered in code, not installed
+    model = hubtl.TransferModel.from_pretrained(model_dir)
+save_file({"features": model.embed(json.loads(open(inputs).read())).contiguous()}, out)
+"""
+
+
+def _fresh_process_features(s: Subject, model_dir: Any, examples: list[Any]) -> tuple[Any, str]:
+    """Features of a saved model loaded in another Python process with another hash seed; None when that process
+    cannot find the plugin (not installed, and its class not importable by name: made in a script or a function)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    paths = []
+    for index, example in enumerate(examples):
+        if isinstance(example, str):
+            paths.append(example)
+        else:  # PIL images, written losslessly
+            path = s.workdir / f"fresh-input-{index}.png"
+            example.save(path)
+            paths.append(str(path))
+    inputs, out = s.workdir / "fresh-inputs.json", s.workdir / "fresh-features.safetensors"
+    inputs.write_text(json.dumps(paths))
+    cls = type(s.plugin)
+    module = sys.modules.get(cls.__module__)
+    importable = cls.__module__ != "__main__" and getattr(module, cls.__qualname__, None) is cls and cls.name == s.plugin_name
+    seed = "4321" if os.environ.get("PYTHONHASHSEED") != "4321" else "1234"
+    env = {**os.environ, "PYTHONHASHSEED": seed, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the plugin's module importable as it is here
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_LOAD, str(model_dir), str(inputs), str(out),
+         cls.__module__ if importable else "", cls.__qualname__],
+        env=env, capture_output=True, text=True, timeout=600, check=False, cwd=os.getcwd(),
+    )  # fmt: skip
+    if done.returncode == 3:
+        return None, seed
+    if done.returncode != 0:
+        tail = " ".join(done.stderr.strip().splitlines()[-1:])
+        raise CheckFailed(f"loading the saved model in a fresh process failed: {tail}")
+    return load_file(str(out))["features"], seed
 
 
 def check_load_safety(s: Subject) -> str:
