@@ -402,3 +402,17 @@ def test_a_registered_exporter_is_dispatched_and_written_through_staging(
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     finally:
         registry._EXPORTERS.pop("labels-txt", None)
+
+
+def test_a_graph_onnx_runtime_refuses_on_other_shapes_is_an_export_error(tmp_path: Path) -> None:
+    """A graph whose exporter fixed a dimension (seen with nn.GRU under torch.export) is refused in words, not with
+    onnxruntime's own exception."""
+    from hubtl.export.onnx import _checked_run, _session
+
+    path = tmp_path / "static.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2).eval(), (torch.zeros(3, 4),), str(path), input_names=["x"],
+                      output_names=["logits"], dynamo=False)  # fmt: skip
+    session = _session(path)
+    assert _checked_run(session, {"x": torch.zeros(3, 4)}, ["x"]).shape == (3, 2)
+    with pytest.raises(ExportError, match="cannot run the exported graph on inputs of another shape.*Nothing was written"):
+        _checked_run(session, {"x": torch.zeros(5, 4)}, ["x"])

@@ -94,7 +94,7 @@ class OnnxExporter(Exporter):
         names = [i.name for i in session.get_inputs()]
         diff = require_close(
             ours,
-            session.run(["logits"], {n: batch[n].numpy() for n in names})[0],
+            _checked_run(session, batch, names),
             ATOL,
             "ONNX Runtime running the exported graph",
             "The backbone's forward may hold shape-specialised code; report it to the plugin's authors.",
@@ -106,7 +106,7 @@ class OnnxExporter(Exporter):
         if quantize:
             quantized = staging / QUANTIZED_FILE
             _quantize(path, quantized)
-            q_logits = _session(quantized).run(["logits"], {n: batch[n].numpy() for n in names})[0]
+            q_logits = _checked_run(_session(quantized), batch, names)
             config["quantized"] = {
                 "file": QUANTIZED_FILE,
                 "mode": quantize,
@@ -216,6 +216,21 @@ def _session(path: Path) -> Any:
         raise ExportError(f"onnxruntime {_ort_version()} cannot load the exported graph: {err}") from err
 
 
+def _checked_run(session: Any, batch: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
+    """The exported graph's logits on the check batch (another batch size, other text lengths than the export's);
+    an ExportError when ONNX Runtime refuses it: the exporter fixed a dimension that must vary."""
+    try:
+        return session.run(["logits"], {n: batch[n].numpy() for n in names})[0]
+    except Exception as err:  # noqa: BLE001 - onnxruntime's own exception types
+        tail = " ".join(str(err).split())[:400]
+        raise ExportError(
+            f"ONNX Runtime cannot run the exported graph on inputs of another shape than the export's ({tail}). "
+            "torch's exporter fixed a dimension that must vary (the batch, or the text length): the backbone's "
+            "forward specialises on it (recurrent layers such as nn.GRU / nn.LSTM do under torch.export). Nothing "
+            "was written; use the timm or transformers export, or report it to the plugin's authors."
+        ) from err
+
+
 def _runner(path: Path, names: list[str]) -> Any:
     """A function from a preprocessed batch to numpy logits, on an onnxruntime session of `path`."""
     session = _session(path)
@@ -270,11 +285,17 @@ def _write_preprocessing(
     if config.get("type") == "text":
         preprocessor.save_files(staging)
         tokenizer = getattr(preprocessor, "tokenizer", None)
-        if not (staging / "tokenizer.json").is_file() or tokenizer is None:
+        if not (staging / "tokenizer.json").is_file():
             raise ExportError(
                 "The text preprocessor wrote no tokenizer.json (Preprocessor.save_files), so nothing without hubtl could "
                 "tokenize for the ONNX model. Use a fast (tokenizers-backed) tokenizer, or a plugin whose preprocessor "
                 "saves one."
+            )
+        if tokenizer is None or not hasattr(tokenizer, "pad_token") or not hasattr(tokenizer, "pad_token_id"):
+            raise ExportError(
+                f"The text preprocessor {type(preprocessor).__name__} has no `tokenizer` attribute with pad_token and "
+                "pad_token_id, which the ONNX export's preprocessing code pads with. Give it one (a transformers "
+                "tokenizer has them; see docs/writing-plugins.md, 'Exporting')."
             )
         config.update(
             tokenizer_file="tokenizer.json",
