@@ -16,7 +16,7 @@ from torch import nn
 
 from .backbones.base import Backbone, Preprocessor, in_given_order, inference_layout, length_order
 from .backbones.registry import backbone_from_spec, create_backbone, get_plugin
-from .errors import ConfigError, ConfigFileError, HubtlError, InvalidInputError, ModelLoadError
+from .errors import ConfigError, ConfigFileError, HubtlError, InvalidInputError, ModelLoadError, PluginError
 from .heads import Head, HeadConfig
 from .layout import (
     BACKBONE_DIR,
@@ -193,7 +193,7 @@ class TransferModel(nn.Module):
             self.backbone.save_files(staging / BACKBONE_DIR)
             # with the state dict's per-module versions, which some modules' loading code needs
             save_weights(self, staging / WEIGHTS_NAME, metadata={"format": "pt", "library": "hubtl"}, state_dict=state_dict)
-            (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            (staging / CONFIG_NAME).write_text(_config_json(config) + "\n")
             _move_into(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -384,6 +384,19 @@ def _warn_if_mismatched(examples: list[Any], modality: str) -> None:
             "themselves, not the files' content. Pass the texts (e.g. Path(f).read_text()), or use an image model.",
             len(examples),
         )
+
+
+def _config_json(config: dict[str, Any]) -> str:
+    """config.json's text; a backbone spec() that JSON cannot hold is the plugin's error, said as such."""
+    try:
+        return json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        plugin = config.get("backbone", {}).get("plugin")
+        raise PluginError(
+            f"The backbone plugin {plugin!r} gave a spec() or preprocessing config() that config.json cannot hold "
+            f"({type(err).__name__}: {err}): keep to JSON values with string keys. `hubtl backbones check` names the "
+            "offending entry."
+        ) from err
 
 
 def _float_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

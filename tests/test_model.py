@@ -15,7 +15,7 @@ from PIL import Image
 
 import hubtl
 from hubtl import TransferModel
-from hubtl.errors import InvalidInputError, ModelLoadError
+from hubtl.errors import InvalidInputError, ModelLoadError, PluginError
 
 from conftest import minilm_dir
 
@@ -456,3 +456,13 @@ def test_an_image_model_takes_a_tensor_as_timm_models_do(tiny_bert: str) -> None
     text = TransferModel.from_backbone(tiny_bert, labels=["a", "b"], pretrained=False)
     with pytest.raises(hubtl.InvalidInputError, match=r"takes the batch dict its preprocessor makes"):
         text(torch.zeros(2, 8, dtype=torch.long))  # was an IndexError from inside the backbone
+
+
+@pytest.mark.parametrize("extra", [{1: "a", "b": 2}, float("nan")], ids=["int-key", "nan"])
+def test_a_spec_json_cannot_hold_is_a_plugin_error_and_nothing_is_written(tmp_path: Path, extra: Any) -> None:
+    model = TransferModel.from_backbone("timm:test_resnet", labels=["a", "b"], pretrained=False)
+    spec = model.backbone.spec
+    model.backbone.spec = lambda: {**spec(), "extra": extra}
+    with pytest.raises(PluginError, match="config.json cannot hold.*hubtl backbones check"):
+        model.save_pretrained(tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
