@@ -14,14 +14,18 @@ from .errors import ConfigError, HubtlError
 
 def _backbones_list(args: argparse.Namespace) -> int:
     """Print registered plugins (package, version, status) and the backbones matching a pattern."""
+    from .backbones.pretrained import PREFIX
     from .backbones.registry import list_backbones, list_plugins
 
     for info in list_plugins():
         status = "ok" if info.available else f"UNAVAILABLE: {info.error}"
-        print(f"# plugin {info.name} ({info.modality or '?'}) from {info.package or '?'} {info.version or ''} - {status}")
+        modality = info.modality or ("any: per backbone folder" if info.name == PREFIX else "?")
+        print(f"# plugin {info.name} ({modality}) from {info.package or '?'} {info.version or ''} - {status}")
     names = list_backbones(args.pattern, modality=args.modality)
     for name in names:
         print(name)
+    if args.pattern is None and args.modality is None:
+        print(f"# {PREFIX}:<folder or Hub ID> names a backbone folder written by `hubtl pretrain`")
     if args.modality == "text" or (args.modality is None and (args.pattern is None or any(
             n.startswith("transformers:") for n in names))):  # fmt: skip
         print(

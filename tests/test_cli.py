@@ -114,6 +114,7 @@ def test_backbones_list_with_a_pattern(cli: dict[str, Future]) -> None:
     lines = result.stdout.splitlines()
     assert f"# plugin timm (image) from hubtl {__version__} - ok" in lines
     assert f"# plugin transformers (text) from hubtl {__version__} - ok" in lines
+    assert f"# plugin hubtl-pretrained (any: per backbone folder) from hubtl {__version__} - ok" in lines
     names = backbone_names(result.stdout)
     assert {"timm:test_resnet", "timm:test_vit", "timm:test_efficientnet"} <= set(names)
     assert all(name.startswith("timm:test_") for name in names)
