@@ -804,6 +804,28 @@ def test_resuming_with_another_batch_size_warns(tiny_bert: str, texts: Path, tmp
     assert "this is not the run the checkpoint began" in _messages(caplog)
 
 
+def test_resuming_into_another_model_or_other_labels_is_refused(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
+    """Labels in another order would swap the classes under the saved head; another head would not load: both stop
+    with the changed keys named, and the checkpoint stays usable."""
+    out = tmp_path / "out"
+    cfg = _bert(tiny_bert, texts, out, strategy="linear_probe", learning_rate=0.05, num_train_epochs=1)
+    train(cfg)
+    (checkpoint,) = (out / "checkpoints").glob("checkpoint-*")
+    with pytest.raises(ConfigError, match=r"labels \['neg', 'pos'\] \(now \['pos', 'neg'\]\).*training/config.yaml"):
+        train({**cfg, "labels": ["pos", "neg"], "num_train_epochs": 2}, ["--resume"])
+    with pytest.raises(ConfigError, match=r"head_hidden_dim None \(now 16\), strategy linear_probe \(now full\)"):
+        train({**cfg, "head_hidden_dim": 16, "strategy": "full", "num_train_epochs": 2}, ["--resume"])
+    # a checkpoint that records no model (written before hubtl recorded it): the load's own mismatch, in words
+    state_file = checkpoint / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["run_shape"]["model"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match=r"does not fit the model this config builds.*--overwrite_output_dir"):
+        train({**cfg, "head_hidden_dim": 16, "num_train_epochs": 2}, ["--resume"])
+    resumed = train({**cfg, "num_train_epochs": 2}, ["--resume"])  # the unchanged config still resumes
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+
+
 def test_output_dir_of_an_earlier_run(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     cfg = _bert(tiny_bert, texts, out, strategy="linear_probe", learning_rate=0.05, num_train_epochs=1)

@@ -141,10 +141,22 @@ class Checkpoints:
             self.prune_best(state.get("best_epoch"))
         acc.wait_for_everyone()
 
+    def saved_state(self, checkpoint: Path) -> TrainerState:
+        """The progress a checkpoint recorded, read without loading anything into the run."""
+        return TrainerState(**json.loads((checkpoint / STATE_NAME).read_text()))
+
     def load(self, checkpoint: Path) -> TrainerState:
         """Restore weights, optimizer, scheduler and RNG into the prepared objects; return the saved progress."""
-        self.accelerator.load_state(str(checkpoint))
-        return TrainerState(**json.loads((checkpoint / STATE_NAME).read_text()))
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except RuntimeError as err:  # a model of other shapes or parameters than the checkpoint's (older checkpoints)
+            first = str(err).strip().splitlines()
+            raise ConfigError(
+                f"{checkpoint} does not fit the model this config builds ({' '.join(first[:2])[:300]}). Resume with the "
+                "config that wrote it (the run's training/config.yaml), or start afresh with --overwrite_output_dir "
+                "true or another output_dir."
+            ) from err
+        return self.saved_state(checkpoint)
 
     def best_weights(self, epoch: int) -> Path:
         """Where the weights of the best epoch so far are kept."""

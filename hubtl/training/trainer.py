@@ -64,6 +64,10 @@ def train(config: TrainingConfig | dict[str, Any] | str | Path, overrides: list[
     return Trainer(cfg).run()
 
 
+#: the key of `run_shape` that describes the model a checkpoint holds (`Trainer._model_shape`)
+MODEL_SHAPE = "model"
+
+
 class Trainer:
     """One run: data, model, optimizer, epochs, checkpoints, the output folder.
 
@@ -366,7 +370,14 @@ class Trainer:
             # the optimizer and scheduler states come back from the checkpoint: these take no effect on a resume
             "learning_rate": cfg.learning_rate, "lr_scheduler_type": cfg.lr_scheduler_type, "warmup_ratio": cfg.warmup_ratio,
             "warmup_steps": cfg.warmup_steps, "lr_scheduler_kwargs": cfg.lr_scheduler_kwargs,
+            MODEL_SHAPE: self._model_shape(),
         }  # fmt: skip
+
+    def _model_shape(self) -> dict[str, Any]:
+        """What fixes the model a checkpoint holds and what its outputs mean: a resume must build the same one."""
+        cfg = self.cfg
+        keys = ("backbone", "backbone_kwargs", "task", "num_outputs", "head_hidden_dim", "strategy", "lora_r", "lora_target_modules")
+        return {"labels": getattr(self.data, "labels", None), **{k: getattr(cfg, k, None) for k in keys}}
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
@@ -374,7 +385,15 @@ class Trainer:
 
     def _resume(self, checkpoint: Path, shape: dict[str, Any]) -> None:
         """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint; warn if `shape` (this run's
-        `_run_shape`) differs from the run that wrote it."""
+        `_run_shape`) differs from the run that wrote it; refuse one that holds another model."""
+        written = self.checkpoints.saved_state(checkpoint).run_shape.get(MODEL_SHAPE, {})
+        changed = [f"{k} {written[k]} (now {shape[MODEL_SHAPE].get(k)})" for k in written if shape[MODEL_SHAPE].get(k) != written[k]]
+        if changed:
+            raise ConfigError(
+                f"{checkpoint} was written by a run with {', '.join(changed)}: it holds another model (or outputs that "
+                "mean other labels). Resume with those settings (the run's training/config.yaml has them), or start "
+                "afresh with --overwrite_output_dir true or another output_dir."
+            )
         self.state = self.checkpoints.load(checkpoint)
         if self.stream is not None:  # this process's stream position, buffer and RNG (stream_state_<rank>.json)
             path = checkpoint / state_file(self.accelerator.process_index)
@@ -386,13 +405,15 @@ class Trainer:
             self.stream.load_state_dict(json.loads(path.read_text()))
         self._saved_step = self.state.global_step
         self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
-        then = self.state.run_shape
+        then = {k: v for k, v in self.state.run_shape.items() if k != MODEL_SHAPE}
         changed = [f"{k} {then[k]} (now {shape.get(k)})" for k in then if shape.get(k) != then[k]]
         if changed and self.main:  # checkpoints older than run_shape record nothing to compare
             logger.warning(
-                "The checkpoint was written by a run with %s: its step count, learning rate and schedule go on as "
-                "saved (a new learning rate takes no effect), so this is not the run the checkpoint began. Resume with "
-                "the same settings for an exact continuation, or start afresh.", ", ".join(changed)
+                "The checkpoint was written by a run with %s: the step count, the optimizer state and the learning "
+                "rate it started from come from the checkpoint (a new learning_rate takes no effect), while the "
+                "schedule's shape is computed for this run's length and settings from step %d on, so this is not the "
+                "run the checkpoint began. Resume with the same settings for an exact continuation, or start afresh.",
+                ", ".join(changed), self.state.global_step,
             )
 
     # ------------------------------------------------------------------ the loop
