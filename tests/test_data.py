@@ -135,6 +135,36 @@ def test_image_paths_in_csv_resolve_relative_to_the_file(image_folder, tmp_path)
     assert all(Path(raw).is_absolute() and Path(raw).is_file() for raw, _ in _items(data)) and data.skipped == []
 
 
+def _a_run_output(folder: Path) -> None:
+    """What a run leaves in its output folder: a saved model, training/ with plots and metrics, checkpoints/."""
+    from hubtl import TransferModel
+
+    TransferModel.from_backbone("timm:test_resnet", labels=["a", "b"], pretrained=False).save_pretrained(folder)
+    _write_image(folder / "training" / "training_curves.png", (1, 2, 3))
+    (folder / "training" / "metrics.jsonl").write_text('{"epoch": 1, "eval_loss": 0.5}\n')
+    (folder / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+
+
+def test_an_output_folder_inside_a_csv_project_is_not_read_as_data(tmp_path):
+    """output_dir inside dataset.path: its plots made the project an image folder, its training/ folder the train split."""
+    rows = [{"review": f"text {i}", "sentiment": "good" if i % 2 else "bad"} for i in range(12)]
+    _write_csv(tmp_path / "train.csv", rows)
+    _write_csv(tmp_path / "validation.csv", rows[:4])
+    _a_run_output(tmp_path / "out1")
+    data = _load(tmp_path, text_column="review", label_column="sentiment")
+    assert (len(data.train), len(data.eval), data.labels) == (12, 4, ["bad", "good"])
+
+
+def test_an_output_folder_inside_an_image_folder_is_refused_by_name(image_folder, tmp_path):
+    import shutil
+
+    root = tmp_path / "pets"
+    shutil.copytree(image_folder, root)
+    _a_run_output(root / "runs" / "first")
+    with pytest.raises(DataError, match=r"holds hubtl output folder\(s\) \(runs/first\).*output_dir outside dataset.path"):
+        _load(root, modality="image")
+
+
 # --- text files ----------------------------------------------------------------------------------
 
 

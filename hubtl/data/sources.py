@@ -16,6 +16,7 @@ from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
 from ..errors import ConfigError, DataError
 from ..hub.client import looks_like_repo_id
+from ..layout import BACKBONE_CONFIG_NAME, CHECKPOINTS_DIR, CONFIG_NAME
 from .config import DatasetConfig
 
 #: split names taken as the eval split, in this order, when `eval_split` is not set
@@ -103,16 +104,73 @@ def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
 
 
 def _directory_plan(path: str, cfg: DatasetConfig) -> SourcePlan:
-    exts = _extensions_under(path)
-    if exts & _IMAGE_EXTENSIONS:
+    outputs = _hubtl_outputs(path)
+    exts = _extensions_under(path, skip=outputs)
+    # data files at the top (a csv of texts or image paths) make a table, whatever images lie below
+    tables = [n for n in os.listdir(path) if _extension(n) in _TABULAR_FORMATS and not n.startswith(("metadata.", "."))]
+    if exts & _IMAGE_EXTENSIONS and not tables:
+        if outputs:
+            raise DataError(
+                f"The image folder {cfg.source} holds hubtl output folder(s) ({', '.join(sorted(outputs)[:3])}), which "
+                "would be read as classes of images. Move them out of it, and set output_dir outside dataset.path."
+            )
         _warn_empty_class_folders(path)
         return SourcePlan("imagefolder", {"data_dir": path}, None, path)
     if not exts & set(_TABULAR_FORMATS):
         raise DataError(f"{cfg.source} holds no image files and no csv/tsv/json/jsonl/parquet files; give {SUPPORTED}.")
-    found = DataFilesDict.from_patterns(get_data_patterns(path), base_path=path)
-    files = {str(split): [f for f in split_files if _extension(f) in _TABULAR_FORMATS]
-             for split, split_files in found.items()}
+    files = {split: [f for f in split_files if _extension(f) in _TABULAR_FORMATS] for split, split_files in _split_files(path, outputs).items()}
     return _local_plan({split: f for split, f in files.items() if f}, cfg, path)
+
+
+def _split_files(path: str, outputs: list[str]) -> dict[str, list[str]]:
+    """The files of each split under `path`, named as datasets names them (by file or folder name: train, validation,
+    test, ...), leaving hubtl's output folders out: their `training/` folder would otherwise be the train split."""
+    if not outputs:
+        return {str(k): list(v) for k, v in DataFilesDict.from_patterns(get_data_patterns(path), base_path=path).items()}
+    from datasets.data_files import _get_data_files_patterns, resolve_pattern  # the public form resolves without a filter
+
+    inside = tuple(os.path.join(path, o) + os.sep for o in outputs)
+
+    def kept(pattern: str) -> list[str]:
+        try:
+            return [f for f in resolve_pattern(pattern, base_path=path) if not f.startswith(inside)]
+        except FileNotFoundError:
+            return []
+
+    def resolve(pattern: str) -> list[str]:
+        found = kept(pattern)
+        if not found:
+            raise FileNotFoundError(pattern)  # as resolve_pattern says "no file": datasets then tries the next pattern
+        return found
+
+    try:
+        patterns = _get_data_files_patterns(resolve)
+    except FileNotFoundError:
+        return {}
+    return {str(split): [f for pattern in split_patterns for f in kept(pattern)] for split, split_patterns in patterns.items()}
+
+
+def _hubtl_outputs(path: str) -> list[str]:
+    """Folders under `path` (relative) that hubtl wrote: a run's output folder or a pre-trained backbone folder."""
+    found = []
+    for folder, dirs, names in os.walk(path):
+        if folder != path and (CHECKPOINTS_DIR in dirs or BACKBONE_CONFIG_NAME in names or _is_hubtl_config(folder, names)):
+            found.append(os.path.relpath(folder, path))
+            dirs[:] = []
+        else:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return found
+
+
+def _is_hubtl_config(folder: str, names: list[str]) -> bool:
+    """Whether `folder` holds a hubtl model's config.json (its library_name is hubtl)."""
+    if CONFIG_NAME not in names:
+        return False
+    try:
+        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
+            return '"library_name": "hubtl"' in f.read(1 << 16)
+    except OSError:
+        return False
 
 
 def _warn_empty_class_folders(path: str) -> None:
@@ -127,11 +185,12 @@ def _warn_empty_class_folders(path: str) -> None:
                        "them or remove them.", len(empty), path, ", ".join(sorted(empty)[:5]))  # fmt: skip
 
 
-def _extensions_under(path: str) -> set[str]:
-    """File extensions found under a folder (hidden entries ignored), stopping at the first image."""
+def _extensions_under(path: str, skip: list[str] = ()) -> set[str]:  # type: ignore[assignment]
+    """File extensions found under a folder (hidden entries and the `skip` folders ignored), stopping at the first image."""
     found: set[str] = set()
-    for _, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    skipped = {os.path.join(path, s) for s in skip}
+    for folder, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.join(folder, d) not in skipped]
         found.update(_extension(f) for f in names if not f.startswith("."))
         if found & _IMAGE_EXTENSIONS:
             break
