@@ -135,6 +135,27 @@ def test_image_paths_in_csv_resolve_relative_to_the_file(image_folder, tmp_path)
     assert all(Path(raw).is_absolute() and Path(raw).is_file() for raw, _ in _items(data)) and data.skipped == []
 
 
+@pytest.mark.parametrize("odd", ["cover.png", "cat/closeups/c.png"], ids=["beside-the-classes", "nested"])
+def test_an_image_folder_whose_classes_cannot_be_inferred_names_the_odd_files(image_folder, tmp_path, odd):
+    import shutil
+
+    root = tmp_path / "pets"
+    shutil.copytree(image_folder, root)
+    _write_image(root / odd, (5, 5, 5))
+    with pytest.raises(DataError) as err:
+        _load(root, modality="image")
+    message = str(err.value)
+    assert "has images but no class labels" in message and odd in message and "Move them into a class folder" in message
+    assert "label_column" not in message
+
+
+def test_an_image_folder_of_one_class_says_how_to_lay_it_out(tmp_path):
+    for i in range(4):
+        _write_image(tmp_path / "only" / f"{i}.png", (i, i, i))
+    with pytest.raises(DataError, match="no class labels. For an image folder, put the images in one sub-folder per class"):
+        _load(tmp_path, modality="image")
+
+
 def _a_run_output(folder: Path) -> None:
     """What a run leaves in its output folder: a saved model, training/ with plots and metrics, checkpoints/."""
     from hubtl import TransferModel

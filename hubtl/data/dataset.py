@@ -22,7 +22,7 @@ from ..images import describe, is_readable_image
 from ..labels import preview
 from ..tasks import get_task
 from .config import DatasetConfig
-from .sources import SUPPORTED, load_splits, pick_splits
+from .sources import SUPPORTED, image_folder_layout, load_splits, pick_splits
 
 logger = logging.getLogger("hubtl")
 
@@ -300,9 +300,13 @@ def _require_column(ds: datasets.Dataset, column: str, split: str, cfg: DatasetC
     if column in ds.column_names:
         return
     key = {"label column": "label_column", "image column": "image_column", "text column": "text_column"}[what]
-    hint = ""
     if what == "label column" and set(ds.column_names) <= {"image"}:
-        hint = " For an image folder, put the images in one sub-folder per class (at least two classes)."
+        folder = os.path.expanduser(cfg.path or "")
+        raise DataError(f"Split '{split}' of {cfg.source} has images but no class labels." + (
+            (image_folder_layout(folder) if os.path.isdir(folder) else "")
+            or " For an image folder, put the images in one sub-folder per class (at least two classes)."
+        ))  # fmt: skip
+    hint = ""
     # pandas keeps the columns column_names leaves unnamed as an index, which datasets calls __index_level_N__
     columns = [c for c in ds.column_names if not c.startswith("__index_level_")]
     if len(columns) < len(ds.column_names):

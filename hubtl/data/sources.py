@@ -150,6 +150,28 @@ def _split_files(path: str, outputs: list[str]) -> dict[str, list[str]]:
     return {str(split): [f for pattern in split_patterns for f in kept(pattern)] for split, split_patterns in patterns.items()}
 
 
+def image_folder_layout(path: str) -> str:
+    """Why `datasets` found no class labels in an image folder, in words: images at more than one depth (a stray file
+    beside the class folders, a nested folder); '' when they all lie at one depth."""
+    depths: dict[int, list[str]] = {}
+    for folder, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if _extension(name) in _IMAGE_EXTENSIONS and not name.startswith("."):
+                relative = os.path.relpath(os.path.join(folder, name), path)
+                depths.setdefault(relative.count(os.sep), []).append(relative)
+    if len(depths) < 2:
+        return ""
+    usual = max(depths, key=lambda depth: len(depths[depth]))
+    odd = sorted(f for depth, files in depths.items() if depth != usual for f in files)
+    more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+    return (
+        f" Its images are not all at one depth, so datasets infers no classes: {', '.join(odd[:3])}{more} lie outside "
+        f"the class folders of the other {len(depths[usual])} (a file beside them, or a nested folder). Move them into "
+        "a class folder, or remove them."
+    )
+
+
 def _hubtl_outputs(path: str) -> list[str]:
     """Folders under `path` (relative) that hubtl wrote: a run's output folder or a pre-trained backbone folder."""
     found = []
