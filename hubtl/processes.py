@@ -3,6 +3,7 @@ exit of a command-line run (one error message, from the main process)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -100,6 +101,13 @@ def run_command(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:  # before the run started (or a second Ctrl-C while finishing)
         print("hubtl: interrupted.", file=sys.stderr)
         return 130
+
+
+def close_process_group_at_exit() -> None:
+    """Close the process group when this process exits, not when one run ends: the process may run more (`hubtl rank
+    --top K --train` fine-tunes K candidates in a row, a script may train twice), and exiting with it open can abort."""
+    atexit.unregister(_leave_process_group)  # registered once, however many runs end
+    atexit.register(_leave_process_group)
 
 
 def _leave_process_group() -> None:

@@ -379,11 +379,13 @@ def test_two_processes_rank_as_one(colours: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "hubtl.ranking", str(config), "--candidates", TINY_TIMM, "timm:test_efficientnet", "--metric", "all",
-        "--max_samples", "20", "--output_dir", str(tmp_path / "two"),
+        "--max_samples", "20", "--output_dir", str(tmp_path / "two"), "--top", "2", "--train",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "rank.json").read_text())
+    # both fine-tuned in the same processes, one after the other (the first run leaves the process group open)
+    assert all(row["fine_tuned"] for row in two["rows"]) and "Kendall" in done.stderr + done.stdout
     assert two["scored_train_samples"] == one.scored_train_samples == 20  # the same seeded sample on every process
     assert [r["name"] for r in two["rows"]] == [r.name for r in one.rows]
     for a, b in zip(one.rows, two["rows"]):

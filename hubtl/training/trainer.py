@@ -40,7 +40,7 @@ from .disk import tensor_bytes
 from .feature_cache import FeatureHead, cache_decision, feature_collate
 from .interrupts import StopRequests
 from .parallel import allow_fsdp_on_cpu, check_fsdp_config, full_state_dict, is_sharded, set_wrap_policy
-from ..processes import main_process_first
+from ..processes import close_process_group_at_exit, main_process_first
 from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker_metrics, trackers
 
 logger = logging.getLogger("hubtl")
@@ -160,7 +160,7 @@ class Trainer:
         if self.stream is not None:
             self._stream_summary()
         result = self._finish(self.phases["loop"])
-        self.accelerator.end_training()
+        self._end()
         return result
 
     def _preflight(self) -> Path | None:
@@ -667,8 +667,14 @@ class Trainer:
 
     def _stopped(self) -> TrainResult:
         """End an interrupted run: trackers closed, the result flagged as interrupted."""
-        self.accelerator.end_training()
+        self._end()
         return TrainResult(self.output_dir, self.state.best_results or {}, self.state.history, interrupted=True)
+
+    def _end(self) -> None:
+        """Accelerate's end_training, but the process group is closed at exit: another run may follow in this process."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        close_process_group_at_exit()
 
     # ------------------------------------------------------------------ output
 
