@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .errors import HubtlError
+from .errors import DataError, HubtlError
 
 T = TypeVar("T")
 
@@ -72,6 +72,22 @@ def on_every_process(accelerator: Any, step: Callable[[], T]) -> T:
     if failed:
         raise HubtlError(f"{reasons[failed[0]]} (on process {failed[0]} of {len(reasons)})")
     return value  # type: ignore[return-value]
+
+
+def agree_on_every_process(accelerator: Any, facts: dict[str, Any], what: str, fix: str) -> None:
+    """Raise on every process when `facts` (small and comparable) differ between the processes, instead of letting
+    them run on with different work and wait for each other forever at a collective call."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    seen = gather_object([facts])
+    for index, theirs in enumerate(seen):
+        differing = [k for k in facts if theirs.get(k) != seen[0].get(k)]
+        if differing:
+            told = "; ".join(f"{k}: {str(seen[0].get(k))[:150]} on process 0, {str(theirs.get(k))[:150]} on process {index}"
+                             for k in differing[:3])  # fmt: skip
+            raise DataError(f"The processes do not agree on {what} ({told}). {fix}")
 
 
 def is_main_launch_process() -> bool:

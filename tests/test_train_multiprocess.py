@@ -271,6 +271,42 @@ def test_a_data_error_stops_every_process_with_one_message(config: Path) -> None
     assert "exitcode  : 2" in done.stderr  # the main process's clean exit is what the launcher reports first
 
 
+def test_processes_that_read_different_examples_stop_with_one_message(tmp_path: Path) -> None:
+    """One process finds an image unreadable that the other kept (the file changed between their checks): both stop
+    with the difference named, instead of waiting for each other forever on splits of other lengths."""
+    from PIL import Image
+
+    for label, (red, blue) in (("ants", (200, 0)), ("bees", (0, 200))):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (16, 16), (red, 20 * i, blue)).save(tmp_path / "imgs" / label / f"{i}.png")
+    (tmp_path / "disagree.py").write_text(
+        "import os\n"
+        "import hubtl.data.dataset as dataset\n"
+        "if os.environ.get('RANK') == '1':  # this process alone finds ants/3.png unreadable\n"
+        "    readable = dataset.is_readable_image\n"
+        "    dataset.is_readable_image = lambda raw: 'ants/3.png' not in str(raw) and readable(raw)\n"
+    )
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump({
+        "backbone": "timm:test_resnet", "pretrained": False, "backbone_kwargs": {"image_size": 32},
+        "dataset": {"path": str(tmp_path / "imgs"), "validation_size": 0.25}, "strategy": "full",
+        "num_train_epochs": 1, "per_device_train_batch_size": 2, "report_to": "none", "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }))  # fmt: skip
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", *DDP, "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), "-m", "hubtl.train", str(config), "--output_dir", str(tmp_path / "out"),
+        "--import", "disagree",
+    ]  # fmt: skip
+    env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("hubtl: error:")]
+    assert len(errors) == 1 and "do not agree on the data they read" in errors[0], done.stderr[-3000:]
+    assert "skipped files: [] on process 0, ['3.png'] on process 1" in errors[0]
+
+
 def test_a_strategy_that_cannot_be_sharded_is_refused_under_fsdp() -> None:
     """Strategy.fsdp_refusal (lora: adapters merged at save) stops a sharded run before data is read; others pass."""
     from types import SimpleNamespace
