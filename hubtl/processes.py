@@ -90,6 +90,22 @@ def agree_on_every_process(accelerator: Any, facts: dict[str, Any], what: str, f
             raise DataError(f"The processes do not agree on {what} ({told}). {fix}")
 
 
+def agree_on_data(accelerator: Any, data: Any) -> None:
+    """Every process must have read the same examples: each checks the images itself, and a file changed in between
+    (or another copy of the data on another machine) would leave them with splits of other lengths."""
+    train = data.train
+    facts = {
+        "training examples": len(train) if hasattr(train, "__len__") else "streamed",
+        "evaluation examples": len(data.eval), "labels": getattr(data, "labels", None),
+        "skipped files": sorted(os.path.basename(str(f)) for f in getattr(data, "skipped", [])),
+    }  # fmt: skip
+    agree_on_every_process(
+        accelerator, facts, "the data they read",
+        "A file changed while the processes read it, or the machines hold different copies of the data: make it the "
+        "same everywhere (remove or fix unreadable files) and run again.",
+    )
+
+
 def is_main_launch_process() -> bool:
     """Whether this is the main process of an `accelerate launch` (or the only process)."""
     return int(os.environ.get("RANK", "0")) == 0

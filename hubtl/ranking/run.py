@@ -35,7 +35,7 @@ from ..errors import ConfigError, HubtlError
 from ..features import backbone_features
 from ..metrics import is_better, metric_key
 from ..tasks import get_task
-from ..processes import error_line, main_process_first, on_every_process
+from ..processes import agree_on_data, error_line, main_process_first, on_every_process
 from .scores import SCORES, check_metric, knn_accuracy, linear_probe_score, logme, target_columns, task_kind
 
 logger = logging.getLogger("hubtl")
@@ -246,6 +246,7 @@ def rank(
         cfg.dataset, task=cfg.task, modality=modality, labels=cfg.labels, num_outputs=cfg.num_outputs, seed=cfg.seed,
         strict=cfg.strict, progress=acc.is_main_process and not cfg.disable_tqdm,
     ))  # fmt: skip
+    agree_on_data(acc, data)
     sample = {"train": sample_rows(data.train.targets, max_samples, cfg.seed),
               "eval": sample_rows(data.eval.targets, max_samples, cfg.seed)}  # fmt: skip
     scored = len(data.train) if sample["train"] is None else len(sample["train"])

@@ -40,7 +40,7 @@ from .disk import tensor_bytes
 from .feature_cache import FeatureHead, cache_decision, feature_collate
 from .interrupts import StopRequests
 from .parallel import allow_fsdp_on_cpu, check_fsdp_config, full_state_dict, is_sharded, set_wrap_policy
-from ..processes import agree_on_every_process, close_process_group_at_exit, main_process_first
+from ..processes import agree_on_data, close_process_group_at_exit, main_process_first
 from .record import flat_hparams, kept_epoch_message, metric_rows, run_summary, tracker_metrics, trackers
 
 logger = logging.getLogger("hubtl")
@@ -124,7 +124,7 @@ class Trainer:
         set_seed(cfg.seed)
         with self._phase("data", "Loading and checking the data"):
             self.data = self._load_data()
-            self._check_same_data()
+            agree_on_data(self.accelerator, self.data)
         with self._phase("model", f"Building {cfg.backbone}"):
             self.model = self._build_model()
         self.use_cache = self._use_feature_cache()
@@ -200,22 +200,6 @@ class Trainer:
             listed = "\n".join(f"  - {' '.join(str(p).split())}" for p in problems)
             raise ConfigError(f"The run cannot start; fix these {len(problems)} problems:\n{listed}")
         return resume_dir
-
-    def _check_same_data(self) -> None:
-        """Every process must have read the same examples: each checks the images itself, and a file changed in between
-        (or another copy of the data on another machine) would leave them with splits of other lengths."""
-        data = self.data
-        train = data.train
-        facts = {
-            "training examples": "streamed" if isinstance(train, TrainStream) else len(train),
-            "evaluation examples": len(data.eval), "labels": getattr(data, "labels", None),
-            "skipped files": sorted(Path(str(f)).name for f in getattr(data, "skipped", [])),
-        }  # fmt: skip
-        agree_on_every_process(
-            self.accelerator, facts, "the data they read",
-            "A file changed while the processes read it, or the machines hold different copies of the data: make it the "
-            "same everywhere (remove or fix unreadable files) and run again.",
-        )
 
     def _load_data(self) -> TransferData:
         """Load and check the dataset before any training starts (main process first, for the datasets cache)."""
