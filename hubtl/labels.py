@@ -95,6 +95,25 @@ def label_mapping(
     )
 
 
+def check_single_label_classes(names: list[str], rows: dict[str, list[Any]], column: str, separator: str) -> None:
+    """Refuse one class (nothing to learn: the model would always answer it); say when the labels look like another
+    task's (fractional numbers: regression; separated names: multi_label)."""
+    if len(names) < 2:
+        raise DataError(
+            f"Classification needs at least two classes; label column '{column}' holds only {preview(names, 3)}. Check "
+            "label_column and the data (a filter that kept one class?), or set labels to the full list of classes."
+        )
+    values = [v for split_rows in rows.values() for v in split_rows]
+    numbers_ = [as_number(v) for v in values]
+    if values and all(n is not None for n in numbers_) and any(not float(n).is_integer() for n in numbers_):
+        logger.warning("Label column '%s' holds numbers with fractions (%d distinct values), each taken as a class. If they "
+                       "are values to predict, set task: regression.", column, len(names))  # fmt: skip
+    joined = [v for v in values if isinstance(v, str) and separator and separator in v]
+    if len(joined) * 2 >= len(values) > 0:
+        logger.warning("Most values of label column '%s' hold %r (%s): each combination is taken as one class. If they "
+                       "list several labels per example, set task: multi_label.", column, separator, preview(joined, 2))  # fmt: skip
+
+
 def _warn_if_mixed(names: list[str], column: str) -> None:
     """Warn when the classes taken from the data mix numbers and words (0/1 and neg/pos are four classes)."""
     numeric = [n for n in names if n.lstrip("-").isdigit()]

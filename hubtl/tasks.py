@@ -138,6 +138,7 @@ class Classification(Task):
     def encode_targets(self, values, labels, feature_names, column, num_outputs, separator):  # noqa: D102
         rows = {split: label_values.single_labels(v, column, split) for split, v in values.items()}
         names, mapping = label_values.label_mapping(rows, labels, feature_names, column)
+        label_values.check_single_label_classes(names, rows, column, separator)
         return names, {split: label_values.class_targets(r, mapping, len(names)) for split, r in rows.items()}
 
     def compute_metrics(self, logits, targets, labels, threshold=0.5):  # noqa: D102

@@ -241,6 +241,21 @@ def test_labels_mixing_numbers_and_words_are_flagged(tmp_path, caplog):
     assert "mixes numbers" not in caplog.text
 
 
+def test_one_class_is_refused_and_labels_of_another_task_get_a_hint(tmp_path, caplog):
+    one = [{"text": f"t{i}", "label": "pos"} for i in range(8)]
+    with pytest.raises(DataError, match=r"at least two classes; label column 'label' holds only pos\. Check label_column"):
+        _load(_write_csv(tmp_path / "one.csv", one), validation_size=0.5)
+    assert _load(_write_csv(tmp_path / "given.csv", one), validation_size=0.5, labels=["neg", "pos"]).labels == ["neg", "pos"]
+    scores = [{"text": f"t{i}", "label": round(0.1 * i + 0.05, 2)} for i in range(8)]
+    combos = [{"text": f"t{i}", "label": ["funny,sad", "sad", "funny,tense", "tense,sad"][i % 4]} for i in range(8)]
+    whole = [{"text": f"t{i}", "label": i % 3} for i in range(9)]
+    with caplog.at_level("WARNING", logger="hubtl"):
+        _load(_write_csv(tmp_path / "scores.csv", scores), validation_size=0.5)
+        _load(_write_csv(tmp_path / "combos.csv", combos), validation_size=0.5)
+        _load(_write_csv(tmp_path / "whole.csv", whole), validation_size=0.4)
+    assert caplog.text.count("set task: regression") == 1 and caplog.text.count("set task: multi_label") == 1
+
+
 def test_class_label_feature_order_kept_and_unlabelled_rows_rejected(tmp_path):
     features = datasets.Features({
         "text": datasets.Value("string"),
