@@ -644,13 +644,19 @@ def test_group_by_length_is_refused_for_images(images: Path, tmp_path: Path) -> 
         train(_timm(images, tmp_path / "out", strategy="full", group_by_length=True))
 
 
-def test_repeated_runs_in_one_process_with_other_precision(tiny_bert: str, texts: Path, tmp_path: Path) -> None:
-    """Accelerate's state is a per-process singleton: a second run with another mixed_precision must work."""
+def test_repeated_runs_in_one_process_with_other_precision(tiny_bert: str, texts: Path, tmp_path: Path, caplog) -> None:
+    """Accelerate's state is a per-process singleton: a second run with another mixed_precision must work. fp16, inert
+    on a CPU, is said so and recorded as what ran."""
     values = {"strategy": "full", "learning_rate": 1e-3, "num_train_epochs": 1}
     train(_bert(tiny_bert, texts, tmp_path / "fp32", **values))
     result = train(_bert(tiny_bert, texts, tmp_path / "bf16", mixed_precision="bf16", **values))
     assert result.metrics[0]["eval_samples"] == 16 and np.isfinite(result.metrics[0]["eval_loss"])
     assert json.loads((tmp_path / "bf16" / "training" / "summary.json").read_text())["mixed_precision"] == "bf16"
+    if not torch.cuda.is_available():  # on a GPU fp16 runs
+        with caplog.at_level("WARNING", logger="hubtl"):
+            train(_bert(tiny_bert, texts, tmp_path / "fp16", mixed_precision="fp16", **values))
+        assert "mixed_precision: fp16 has no effect on CPU: this run trains in float32" in caplog.text
+        assert json.loads((tmp_path / "fp16" / "training" / "summary.json").read_text())["mixed_precision"] == "no"
     train(_bert(tiny_bert, texts, tmp_path / "again", **values))
 
 

@@ -98,7 +98,7 @@ def run_summary(trainer: Any, runtime: float) -> dict[str, Any]:
         "setup_s": round(trainer.setup_seconds, 2),
         "phase_seconds": {k: round(v, 3) for k, v in trainer.phases.items()},
         "world_size": trainer.accelerator.num_processes,
-        "mixed_precision": cfg.mixed_precision,
+        "mixed_precision": trainer.precision,  # what the run computed in (fp16 is float32 on a CPU)
         "versions": library_versions(),
         # a backbone written by `hubtl pretrain` (hubtl-pretrained:...): the chain base model -> it -> this model
         "pretrained_from": getattr(getattr(trainer.model, "backbone", None), "pretrained_from", None),

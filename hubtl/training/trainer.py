@@ -98,6 +98,11 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         )
         self.main = self.accelerator.is_main_process
+        # what the run really computes in: Accelerate leaves fp16 inert on a CPU (float32, without a word)
+        self.precision = cfg.mixed_precision if cfg.mixed_precision == "no" or self.accelerator.native_amp else "no"
+        if self.precision != cfg.mixed_precision and self.main:
+            logger.warning("mixed_precision: %s has no effect on %s: this run trains in float32 (bf16 runs on CPUs).",
+                           cfg.mixed_precision, self.accelerator.device.type.upper())  # fmt: skip
         self.sharded = is_sharded(self.accelerator)  # FSDP: `accelerate launch --use_fsdp` or an Accelerate config
         self.checkpoints = Checkpoints(self.output_dir, self.accelerator, cfg.save_total_limit)
         self.state = TrainerState()
