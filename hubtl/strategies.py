@@ -122,7 +122,8 @@ class Gradual(Strategy):
     name = "gradual"
     description = (
         "Gradual unfreezing: the head was trained first, then the backbone's layer groups were unfrozen one by one "
-        "from the top on a schedule."
+        "from the top on a schedule. Frozen groups ran in training mode, so their normalisation statistics "
+        "(BatchNorm's running means and variances) followed the training data from the start, as in fastai."
     )
     config_keys = ("gradual_unfreeze_epochs",)
 
