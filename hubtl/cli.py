@@ -51,7 +51,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = TransferModel.from_pretrained(args.model, revision=args.revision)
     predictions = model.predict(args.inputs, batch_size=args.batch_size, top_k=args.top_k)
     for raw, prediction in zip(args.inputs, predictions):
-        print(json.dumps({"input": raw, **(prediction if args.top_k is None else {"top_k": prediction})}))
+        print(json.dumps({"input": raw, **(prediction if args.top_k is None else {"top_k": prediction})}, ensure_ascii=False))
     return 0
 
 

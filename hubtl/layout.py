@@ -112,10 +112,13 @@ def read_config(directory: str | os.PathLike, name: str | None = None) -> dict[s
     path = Path(directory) / CONFIG_NAME
     where = name or str(directory)
     if not path.is_file():
+        unfinished = (Path(directory) / CHECKPOINTS_DIR).is_dir()
         raise ModelLoadError(
-            f"{where} has no {CONFIG_NAME}: it is not a saved hubtl model. Save one with "
-            "`model.save_pretrained(dir)` or `hubtl train`."
-        )
+            f"{where} has no {CONFIG_NAME}: it is not a saved hubtl model. "
+            + (f"It holds the checkpoints of a run that did not finish: rerun its `hubtl train` command with --resume "
+               f"to finish it (the run's config is in {TRAINING_DIR}/{TRAINING_CONFIG_NAME})." if unfinished else
+               "Save one with `model.save_pretrained(dir)` or `hubtl train`.")
+        )  # fmt: skip
     config = _load_json(path, f"{where}: {CONFIG_NAME}", "the model directory is damaged")
     if not isinstance(config, dict) or config.get("library_name") != "hubtl" or "backbone" not in config:
         raise ModelLoadError(

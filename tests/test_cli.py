@@ -179,3 +179,12 @@ def test_predict_with_corrupt_weights(cli: dict[str, Future]) -> None:
 
 def test_predict_on_a_file_that_is_not_an_image(cli: dict[str, Future]) -> None:
     assert_one_line_error(cli["not an image"].result(), "photo.jpg is not a readable image")
+
+
+def test_an_unfinished_run_folder_says_to_resume(tmp_path: Path, capsys) -> None:
+    from hubtl.cli import main
+
+    (tmp_path / "run" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    assert main(["predict", str(tmp_path / "run"), "some text"]) != 0
+    err = capsys.readouterr().err
+    assert "has no config.json" in err and "did not finish: rerun its `hubtl train` command with --resume" in err

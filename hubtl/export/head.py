@@ -50,7 +50,7 @@ def require_linear_head(model: TransferModel, library: str) -> nn.Linear:
         raise ExportError(
             f"{library}'s classifier is one linear layer, but this model's head has a hidden layer ({config.in_features} "
             f"-> {config.hidden_dim} -> {config.num_outputs}, {config.activation}), which {library} cannot express. Export "
-            "with --format onnx (any head), or train with hidden_dim: null (a linear head) to export to "
+            "with --format onnx (any head), or train with head_hidden_dim: null (a linear head) to export to "
             f"{library}."
         )
     return layers[0]

@@ -162,9 +162,9 @@ def _stock_head(model: TransferModel, model_type: str | None, pooling: str) -> S
     if pooling == stock.pooling and activation == stock.activation:
         return stock
     train_with = f"backbone_kwargs {{pooling: {stock.pooling}}}" + (
-        ", hidden_dim: null (a linear head)"
+        ", head_hidden_dim: null (a linear head)"
         if stock.activation is None
-        else f", a head with hidden_dim: {config.in_features} and activation: {stock.activation}"
+        else f", head_hidden_dim: {config.in_features} (a hidden layer with {stock.activation})"
     )
     ours = f"pooling: {pooling}, " + (f"a hidden layer ({config.activation})" if config.hidden_dim else "a linear head")
     raise ExportError(
