@@ -126,9 +126,14 @@ def run_command(body: Callable[[], int]) -> int:
         if is_main_launch_process():  # under `accelerate launch`, one message, from the main process
             print(f"hubtl: error: {err}", file=sys.stderr)
             _leave_process_group()
-        else:  # the launcher stops every process when the first exits: let the main one print its message first
+        else:
+            # An error every process meets is printed by the main one, and the launcher stops the others as soon as it
+            # exits, while they wait here. An error of this process alone (its shard of a stream ran dry, a file of
+            # its shard went bad) leaves the main one waiting for it: then the wait ends and this process says why.
             _leave_process_group()
-            time.sleep(2.0)
+            time.sleep(_QUIET_SECONDS)
+            print(f"hubtl: error: {err} (on process {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')})",
+                  file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:  # before the run started (or a second Ctrl-C while finishing)
         print("hubtl: interrupted.", file=sys.stderr)
@@ -140,6 +145,11 @@ def close_process_group_at_exit() -> None:
     --top K --train` fine-tunes K candidates in a row, a script may train twice), and exiting with it open can abort."""
     atexit.unregister(_leave_process_group)  # registered once, however many runs end
     atexit.register(_leave_process_group)
+
+
+#: how long a process other than the main one waits before printing its own error (the launcher stops it first when
+#: the main process failed too)
+_QUIET_SECONDS = 10.0
 
 
 def _leave_process_group() -> None:

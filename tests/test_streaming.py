@@ -241,6 +241,27 @@ def test_two_processes_read_their_own_shards(root: Path, tiny_bert: str) -> None
     assert torch.isfinite(torch.tensor(json.loads((out / "training" / "eval_results.json").read_text())["eval_loss"]))
 
 
+def test_an_error_of_one_process_alone_is_printed_by_that_process(root: Path, tiny_bert: str, tmp_path: Path) -> None:
+    """One training example for two processes: the second's stream is empty, and the main one waits for it at the
+    first step; the second still says why, instead of the run ending in a bare 'Connection closed by peer'."""
+    (tmp_path / "data").mkdir()
+    _write(tmp_path / "data" / "train.jsonl", _sentences(1))
+    _write(tmp_path / "data" / "dev.jsonl", _sentences(4, offset=100))
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(_config(tmp_path, tiny_bert, tmp_path / "out", max_steps=2, labels=["neg", "pos"])))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "hubtl.train", str(path),
+    ]
+    done = subprocess.run(command, env={**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("hubtl: error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert "Process 1 of 2 got no training examples" in errors[0] and errors[0].endswith("(on process 1 of 2)")
+
+
 def test_an_unreadable_streamed_image_is_skipped_and_counted(tmp_path: Path) -> None:
     from PIL import Image
 
