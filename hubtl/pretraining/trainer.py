@@ -157,7 +157,10 @@ class PretrainingTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """The objective's loss on the eval split, with the same masks (or noise) at every evaluation; exact over processes."""
+        """The objective's loss on the eval split, with the same masks (or noise) at every evaluation of a run.
+
+        Every example counts once over the processes; the masks come from one seeded generator per process in its
+        batch order, so they (and the loss) change with the process count and the eval batch size."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
