@@ -821,9 +821,13 @@ def test_resuming_into_another_model_or_other_labels_is_refused(tiny_bert: str, 
         train({**cfg, "labels": ["pos", "neg"], "num_train_epochs": 2}, ["--resume"])
     with pytest.raises(ConfigError, match=r"head_hidden_dim None \(now 16\), strategy linear_probe \(now full\)"):
         train({**cfg, "head_hidden_dim": 16, "strategy": "full", "num_train_epochs": 2}, ["--resume"])
-    # a checkpoint that records no model (written before hubtl recorded it): the load's own mismatch, in words
     state_file = checkpoint / "trainer_state.json"
     state = json.loads(state_file.read_text())
+    state["run_shape"]["model"]["fsdp"] = True  # as a sharded run records it: its files are in another format
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match=r"fsdp True \(now False\).*the same accelerate launch"):
+        train({**cfg, "num_train_epochs": 2}, ["--resume"])
+    # a checkpoint that records no model (written before hubtl recorded it): the load's own mismatch, in words
     del state["run_shape"]["model"]
     state_file.write_text(json.dumps(state))
     with pytest.raises(ConfigError, match=r"does not fit the model this config builds.*--overwrite_output_dir"):

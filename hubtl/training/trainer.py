@@ -380,10 +380,11 @@ class Trainer:
         }  # fmt: skip
 
     def _model_shape(self) -> dict[str, Any]:
-        """What fixes the model a checkpoint holds and what its outputs mean: a resume must build the same one."""
+        """What fixes the model a checkpoint holds, what its outputs mean and its format: a resume must match it."""
         cfg = self.cfg
         keys = ("backbone", "backbone_kwargs", "task", "num_outputs", "head_hidden_dim", "strategy", "lora_r", "lora_target_modules")
-        return {"labels": getattr(self.data, "labels", None), **{k: getattr(cfg, k, None) for k in keys}}
+        # a sharded (FSDP) run's checkpoint is in another format than a plain one's
+        return {"labels": getattr(self.data, "labels", None), **{k: getattr(cfg, k, None) for k in keys}, "fsdp": self.sharded}
 
     def _num_workers(self) -> int:
         """DataLoader workers: the config's number, else hubtl's default for the modality and the CPUs per process."""
@@ -396,9 +397,10 @@ class Trainer:
         changed = [f"{k} {written[k]} (now {shape[MODEL_SHAPE].get(k)})" for k in written if shape[MODEL_SHAPE].get(k) != written[k]]
         if changed:
             raise ConfigError(
-                f"{checkpoint} was written by a run with {', '.join(changed)}: it holds another model (or outputs that "
-                "mean other labels). Resume with those settings (the run's training/config.yaml has them), or start "
-                "afresh with --overwrite_output_dir true or another output_dir."
+                f"{checkpoint} was written by a run with {', '.join(changed)}: this run cannot continue it (another "
+                "model, outputs that mean other labels, or another checkpoint format). Resume with those settings (the "
+                "run's training/config.yaml has them; fsdp: the same accelerate launch), or start afresh with "
+                "--overwrite_output_dir true or another output_dir."
             )
         self.state = self.checkpoints.load(checkpoint)
         if self.stream is not None:  # this process's stream position, buffer and RNG (stream_state_<rank>.json)
