@@ -416,3 +416,16 @@ def test_a_graph_onnx_runtime_refuses_on_other_shapes_is_an_export_error(tmp_pat
     assert _checked_run(session, {"x": torch.zeros(3, 4)}, ["x"]).shape == (3, 2)
     with pytest.raises(ExportError, match="cannot run the exported graph on inputs of another shape.*Nothing was written"):
         _checked_run(session, {"x": torch.zeros(5, 4)}, ["x"])
+
+
+def test_an_eval_folder_with_an_unreadable_image_skips_it_as_training_does(image_model: hubtl.TransferModel, tmp_path: Path) -> None:
+    from hubtl.export.evaluate import evaluate
+
+    folder = tmp_path / "eval"
+    rng = np.random.default_rng(1)
+    for index, label in enumerate(LABELS):
+        (folder / label).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / label / f"{index}.png")
+    (folder / LABELS[0] / "empty.jpg").write_bytes(b"")
+    result = evaluate(image_model, folder, {})
+    assert result["examples"] == len(LABELS) and result["skipped_unreadable"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,10 +12,13 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ExportError
+from ..images import is_readable_image
 from ..tasks import Classification, get_task
 
 if TYPE_CHECKING:
     from ..model import TransferModel
+
+logger = logging.getLogger("hubtl")
 
 #: the name of hubtl's own (PyTorch) result in an evaluation
 REFERENCE = "PyTorch (hubtl)"
@@ -84,6 +88,15 @@ def evaluate(
     if not isinstance(get_task(model.task), Classification) or not model.labels:
         raise ExportError(f"--eval_file reports accuracy, which needs a classification model; this one is {model.task}.")
     inputs, targets = read_eval_file(path, model.backbone.modality, model.labels)
+    skipped: list[str] = []
+    if model.backbone.modality == "image":  # as training does (strict: false): unreadable files are left out, named
+        readable = [is_readable_image(x) for x in inputs]
+        skipped = [x for x, ok in zip(inputs, readable) if not ok]
+        inputs, targets = [x for x, ok in zip(inputs, readable) if ok], [t for t, ok in zip(targets, readable) if ok]
+        if skipped:
+            logger.warning("Skipped %d unreadable image file(s) of the eval file: %s", len(skipped), ", ".join(skipped[:5]))
+        if not inputs:
+            raise DataError(f"{path} holds no readable image.")
     preprocess = model.preprocessor(train=False)
     predictions: dict[str, list[int]] = {REFERENCE: [], **{name: [] for name in runners}}
     with torch.no_grad():
@@ -97,6 +110,7 @@ def evaluate(
     return {
         "file": str(path),
         "examples": len(inputs),
+        "skipped_unreadable": len(skipped),
         "accuracy": accuracy,
         "change": {f"{name} vs {REFERENCE}": accuracy[name] - accuracy[REFERENCE] for name in runners},
         "same_prediction_as_hubtl": {
