@@ -8,15 +8,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TIMM
 from PIL import Image
+from test_registry import BROKEN_MESSAGE, make_broken_distribution, make_fake_hf_cache
 
 from hubtl import TransferModel, __version__
-
-from conftest import TINY_TIMM
-from test_registry import BROKEN_MESSAGE, make_broken_distribution, make_fake_hf_cache
 
 
 def hubtl(*args: str, **env: str) -> subprocess.CompletedProcess:

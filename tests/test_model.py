@@ -7,17 +7,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import minilm_dir
 from PIL import Image
 
 import hubtl
 from hubtl import TransferModel
 from hubtl.errors import InvalidInputError, ModelLoadError, PluginError
-
-from conftest import minilm_dir
 
 LABELS = ["ant", "bee", "wasp"]
 TIMM_BACKBONES = ["timm:test_resnet", "timm:test_vit", "timm:test_efficientnet"]

@@ -127,7 +127,10 @@ def _split_files(path: str, outputs: list[str]) -> dict[str, list[str]]:
     test, ...), leaving hubtl's output folders out: their `training/` folder would otherwise be the train split."""
     if not outputs:
         return {str(k): list(v) for k, v in DataFilesDict.from_patterns(get_data_patterns(path), base_path=path).items()}
-    from datasets.data_files import _get_data_files_patterns, resolve_pattern  # the public form resolves without a filter
+    from datasets.data_files import (  # the public form resolves without a filter
+        _get_data_files_patterns,
+        resolve_pattern,
+    )
 
     inside = tuple(os.path.join(path, o) + os.sep for o in outputs)
 
