@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torch.utils.data import Dataset as TorchDataset
 
 from .backbones.base import Backbone, in_given_order
 from .data.lengths import longest_first
 from .errors import ConfigError
+from .processes import gathered_rows, on_every_process, process_slice
 from .objectives import Objective
 from .tasks import Classification, MultiLabel, Regression, Task, get_task
 
@@ -199,23 +200,31 @@ def teacher_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """The teacher's outputs for every example of `inputs` (raw inputs, or (raw, target) pairs when `targets`), once.
 
-    Sharded over the processes and gathered on all of them, in the dataset's order; eval mode, the run's mixed precision.
+    Each process runs its share (texts of similar length batched together: short padding), in eval mode with the
+    run's mixed precision; the shares are gathered on every process, in the dataset's order. A failure on one process
+    (an input only its share holds) stops all of them, instead of leaving the others waiting at the gather.
     """
     collate = _PairCollate(preprocess) if targets else _InputCollate(preprocess)
-    order = longest_first(inputs, preprocess, pairs=targets)  # texts of similar length batched together: short padding
-    loader = DataLoader(inputs, batch_size, shuffle=False, sampler=order, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    loader = accelerator.prepare_data_loader(loader)
-    teacher.eval()
-    outputs, gathered_targets = [], []
-    with accelerator.autocast():
-        for batch, target in loader:
-            out = teacher(batch).float()
-            out, target = accelerator.gather_for_metrics((out, target))
-            outputs.append(out.cpu())
-            gathered_targets.append(target.cpu())
-    found = in_given_order(torch.cat(outputs), order)
-    return found, in_given_order(torch.cat(gathered_targets), order) if targets else None
+    share = list(process_slice(len(inputs), accelerator))  # type: ignore[arg-type]
+    order = longest_first(inputs, preprocess, share, pairs=targets)
+
+    def run_share() -> tuple[torch.Tensor, torch.Tensor]:
+        rows = share if order is None else [share[i] for i in order]
+        loader = DataLoader(Subset(inputs, rows), batch_size, shuffle=False, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        teacher.eval()
+        outputs, shared_targets = [], []
+        with accelerator.autocast():
+            for batch, target in loader:
+                batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                outputs.append(teacher(batch).float().cpu())
+                shared_targets.append(target)
+        if not outputs:
+            return torch.zeros((0, teacher.head.config.num_outputs)), torch.zeros(0)
+        return in_given_order(torch.cat(outputs), order), in_given_order(torch.cat(shared_targets), order)
+
+    mine, my_targets = on_every_process(accelerator, run_share)
+    return gathered_rows(accelerator, mine), gathered_rows(accelerator, my_targets) if targets else None
 
 
 def _stored_teacher_outputs(
@@ -246,7 +255,7 @@ def _stored_teacher_outputs(
 
 
 class _InputCollate:
-    """Preprocess raw inputs; a dummy target keeps the (batch, target) shape gather_for_metrics expects."""
+    """Preprocess raw inputs; a dummy target keeps the (batch, target) shape of the pair collate."""
 
     def __init__(self, preprocess: Callable[[list[Any]], Any]) -> None:
         self.preprocess = preprocess

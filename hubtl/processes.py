@@ -74,6 +74,23 @@ def on_every_process(accelerator: Any, step: Callable[[], T]) -> T:
     return value  # type: ignore[return-value]
 
 
+def process_slice(count: int, accelerator: Any) -> range:
+    """The contiguous share of `count` items this process works on alone (shares concatenate in item order)."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    return range(rank * count // world, (rank + 1) * count // world)
+
+
+def gathered_rows(accelerator: Any, rows: Any) -> Any:
+    """Every process's rows (a tensor of this process's share), concatenated in process order, on every process."""
+    if accelerator.num_processes == 1:
+        return rows
+    import torch
+    from accelerate.utils import gather_object
+
+    shares = [share for share in gather_object([rows]) if len(share)]  # an empty share has no row shape or dtype
+    return torch.cat(shares) if shares else rows
+
+
 def agree_on_every_process(accelerator: Any, facts: dict[str, Any], what: str, fix: str) -> None:
     """Raise on every process when `facts` (small and comparable) differ between the processes, instead of letting
     them run on with different work and wait for each other forever at a collective call."""

@@ -309,6 +309,34 @@ def test_two_processes_equal_one(root: Path, bert4: str, teacher: Path) -> None:
     assert _max_difference(one, two) < 1e-4
 
 
+def test_a_teacher_failing_on_one_process_stops_both_with_its_reason(tiny_bert: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """Only the second process's share holds a token the small-vocabulary teacher cannot embed: both processes stop
+    with that reason, instead of the first waiting for the second at the gather."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    small = tmp_path / "small-vocab-bert"  # embeddings for token ids below 1000 only: '!' is 999, 'film' 2143
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(small)  # fmt: skip
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(small)
+    hubtl.TransferModel.from_backbone(f"transformers:{small}", labels=["neg", "pos"]).save_pretrained(tmp_path / "teacher")
+    (tmp_path / "data").mkdir()
+    texts = ["! " * (i + 1) for i in range(11)] + ["a good film"]  # rows 6-11 are the second process's share
+    (tmp_path / "data" / "train.tsv").write_text("".join(f"{t}\t{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(texts)))
+    (tmp_path / "data" / "dev.tsv").write_text("! !\tpos\n!\tneg\n")
+    config = _base(tmp_path, tiny_bert, tmp_path / "student", strategy="distill", teacher=str(tmp_path / "teacher"))
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump({**config, "per_device_train_batch_size": 2}))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "hubtl.train", str(path)]  # fmt: skip
+    done = subprocess.run(command, env={**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("hubtl: error:")]
+    assert len(errors) == 1 and "IndexError" in errors[0] and "(on process 1 of 2)" in errors[0], done.stderr[-3000:]
+
+
 def test_the_card_of_a_distilled_model_says_so(root: Path, bert4: str, teacher: Path) -> None:
     out = root / "cached"
     if not (out / "README.md").is_file():

@@ -28,7 +28,7 @@ from ..backbones.base import in_given_order, inference_layout
 from ..data import make_collate
 from ..data.lengths import longest_first
 from ..data.loader import loader_options
-from ..processes import on_every_process
+from ..processes import gathered_rows, on_every_process, process_slice
 from .store import FORMAT_VERSION, FeatureStore, StoredFeatures
 
 logger = logging.getLogger("hubtl")
@@ -153,17 +153,7 @@ def backbone_features(
         stored = _store(accelerator, store, key, shard, describe or {})
         if stored is not None:
             return Features(FeatureDataset(stored, dataset.targets), "computed", key)
-    return Features(FeatureDataset(_gathered(accelerator, shard), _gathered(accelerator, targets)), "memory")
-
-
-def _gathered(accelerator: Any, shard: torch.Tensor) -> torch.Tensor:
-    """Every process's slice, concatenated in example order, on every process."""
-    if accelerator.num_processes == 1:
-        return shard
-    from accelerate.utils import gather_object
-
-    slices = [part for part in gather_object([shard]) if len(part)]  # an empty slice has no target shape or dtype
-    return torch.cat(slices) if slices else shard
+    return Features(FeatureDataset(gathered_rows(accelerator, shard), gathered_rows(accelerator, targets)), "memory")
 
 
 def cached_outputs(
@@ -195,11 +185,6 @@ def cached_outputs(
     return outputs, "computed"
 
 
-def _rank_slice(n: int, rank: int, world: int) -> range:
-    """The contiguous examples one process computes (shards concatenate in example order)."""
-    return range(rank * n // world, (rank + 1) * n // world)
-
-
 @torch.inference_mode()
 def _shard_features(
     accelerator: Any, backbone: nn.Module, dataset: Any, preprocess: Any, task: str, batch_size: int,
@@ -208,7 +193,7 @@ def _shard_features(
     """This process's slice of the features (float32, on the CPU) and of the targets, in example order."""
     from tqdm.auto import tqdm
 
-    rows = list(_rank_slice(len(dataset), accelerator.process_index, accelerator.num_processes))
+    rows = list(process_slice(len(dataset), accelerator))
     order = longest_first(dataset, preprocess, rows)  # texts of similar length batched together: short padding
     device = accelerator.device
     # Workers decode in chunks small enough to keep all of them busy from the first batch on (a worker decodes a
