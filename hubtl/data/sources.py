@@ -104,11 +104,9 @@ def _load_hub(cfg: DatasetConfig) -> datasets.DatasetDict:
 
 
 def _directory_plan(path: str, cfg: DatasetConfig) -> SourcePlan:
-    outputs = _hubtl_outputs(path)
+    outputs = _hubtl_outputs(path)  # never data: an output_dir inside dataset.path must not change what is read
     exts = _extensions_under(path, skip=outputs)
-    # data files at the top (a csv of texts or image paths) make a table, whatever images lie below
-    tables = [n for n in os.listdir(path) if _extension(n) in _TABULAR_FORMATS and not n.startswith(("metadata.", "."))]
-    if exts & _IMAGE_EXTENSIONS and not tables:
+    if exts & _IMAGE_EXTENSIONS:
         if outputs:
             raise DataError(
                 f"The image folder {cfg.source} holds hubtl output folder(s) ({', '.join(sorted(outputs)[:3])}), which "
