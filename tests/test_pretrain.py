@@ -235,6 +235,22 @@ def test_push_and_load_by_hub_id(mae_run: tuple[Path, Any], hub: Any, hf_home: P
 # --------------------------------------------------------------------------- resume and two processes
 
 
+@pytest.mark.parametrize("objective", ["mlm", "masked_autoencoder", "denoising_autoencoder"])
+def test_the_evaluation_loss_does_not_depend_on_how_examples_are_batched(
+    tiny_bert: str, corpus: Path, images: Path, tmp_path: Path, objective: str
+) -> None:
+    """Each example's masks (or noise) come from the seed and its own content: the loss before training is the same
+    for any eval batch size, and so for any number of processes sharing the eval split."""
+    losses = []
+    for size in (3, 8):
+        out = tmp_path / f"{objective}-{size}"
+        extra = {"per_device_eval_batch_size": size, "max_steps": 1}
+        config = _mlm(tiny_bert, corpus, out, **extra) if objective == "mlm" else _mae(images, out, objective=objective, **extra)
+        pretrain(config)
+        losses.append(json.loads((out / "hubtl_backbone.json").read_text())["pretraining"]["initial_eval_loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
 def test_resume_continues_to_the_same_weights(tiny_bert: str, corpus: Path, tmp_path: Path, caplog) -> None:
     extra = {"lr_scheduler_type": "constant", "num_train_epochs": 2}
     with caplog.at_level("WARNING"):
@@ -292,6 +308,29 @@ def test_two_processes(tiny_bert: str, corpus: Path, tmp_path: Path) -> None:
     from hubtl import create_backbone
 
     create_backbone(f"hubtl-pretrained:{out}")
+
+
+@pytest.mark.parametrize("objective", ["mlm", "masked_autoencoder"])
+def test_two_processes_evaluate_as_one(tiny_bert: str, corpus: Path, images: Path, tmp_path: Path, objective: str) -> None:
+    """The same weights give the same evaluation loss on one process and on two (each example's masks are its own)."""
+    def config(out: Path) -> dict[str, Any]:
+        extra = {"max_steps": 1, "per_device_eval_batch_size": 1}  # several eval batches on each process
+        return _mlm(tiny_bert, corpus, out, **extra) if objective == "mlm" else _mae(images, out, **extra)
+
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config(tmp_path / "two")))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "hubtl.pretrain", str(path),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    pretrain(config(tmp_path / "one"))
+    one, two = (_record(tmp_path / name)["pretraining"]["initial_eval_loss"] for name in ("one", "two"))
+    assert one == pytest.approx(two, rel=1e-5)
 
 
 # --------------------------------------------------------------------------- errors and the command line

@@ -56,11 +56,13 @@ class MLMCollate:
     With `batch_seed`, each batch's masks come from a generator seeded by it and the batch's tokens (training): the
     same batch gets the same masks however much of the global RNG went before, so a run resumed mid-epoch masks as
     the uninterrupted one did (the loader collates a batch ahead of the step, before the checkpoint's RNG state).
+    With `example_seed`, each example's masks come from a generator seeded by it and the example's tokens
+    (evaluation): the same masks whatever batch or process the example is evaluated in.
     """
 
     def __init__(
         self, tokenizer: Any, mlm_probability: float, whole_word_mask: bool, seed: int | None = None,
-        batch_seed: int | None = None,
+        batch_seed: int | None = None, example_seed: int | None = None,
     ) -> None:  # fmt: skip
         from transformers import DataCollatorForLanguageModeling
 
@@ -68,6 +70,7 @@ class MLMCollate:
             tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, seed=seed
         )
         self.batch_seed = batch_seed
+        self.example_seed = example_seed
 
     def reset(self) -> None:
         """Draw the same masks again from the next batch on (with a seed: every evaluation masks the same tokens)."""
@@ -75,6 +78,9 @@ class MLMCollate:
 
     def __call__(self, examples: list[tuple[dict[str, list[int]], int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         features = [example for example, _ in examples]
+        if self.example_seed is not None:  # one example at a time: no padding of offset_mapping needed
+            batch = self._padded([self._masked([f], self.example_seed) for f in features])
+            return batch, batch["labels"]
         if "offset_mapping" in features[0]:  # whole-word masking: the tokenizer pads every key but this one
             longest = max(len(f["input_ids"]) for f in features)
             pad = [(0, 0)] * longest
@@ -84,15 +90,34 @@ class MLMCollate:
                  else (pad + list(f["offset_mapping"]))[-longest:]}
                 for f in features
             ]  # fmt: skip
-        if self.batch_seed is not None:
-            digest = hashlib.blake2b(str(self.batch_seed).encode(), digest_size=8)
-            for f in features:
-                digest.update(np.asarray(f["input_ids"], dtype=np.int64).tobytes())
-            self.collator.seed = int.from_bytes(digest.digest(), "little") >> 1
-            self.collator.generator = torch.Generator().manual_seed(self.collator.seed)
-            self.collator._generator_pid = os.getpid()  # transformers' collator keeps a generator made in this process
-        batch = self.collator(features)
-        return dict(batch), batch["labels"]
+        batch = self._masked(features, self.batch_seed) if self.batch_seed is not None else dict(self.collator(features))
+        return batch, batch["labels"]
+
+    def _masked(self, features: list[dict[str, Any]], seed: int) -> dict[str, torch.Tensor]:
+        """The collator's batch of `features`, masked from a generator seeded by `seed` and their tokens."""
+        digest = hashlib.blake2b(str(seed).encode(), digest_size=8)
+        for f in features:
+            digest.update(np.asarray(f["input_ids"], dtype=np.int64).tobytes())
+        self.collator.seed = int.from_bytes(digest.digest(), "little") >> 1
+        self.collator.generator = torch.Generator().manual_seed(self.collator.seed)
+        self.collator._generator_pid = os.getpid()  # transformers' collator keeps a generator made in this process
+        return dict(self.collator(features))
+
+    def _padded(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Batches of one example each, padded to the longest as the tokenizer pads (labels with -100)."""
+        tokenizer = self.collator.tokenizer
+        longest = max(part["input_ids"].shape[1] for part in parts)
+        fill = {"input_ids": tokenizer.pad_token_id or 0, "labels": -100}
+        left = getattr(tokenizer, "padding_side", "right") == "left"
+        batch = {}
+        for key in parts[0]:
+            rows = []
+            for part in parts:
+                value = part[key]
+                pad = torch.full((1, longest - value.shape[1]), fill.get(key, 0), dtype=value.dtype)
+                rows.append(torch.cat([pad, value] if left else [value, pad], dim=1))
+            batch[key] = torch.cat(rows)
+        return batch
 
 
 class ImageCollate:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import hashlib
 import inspect
 import logging
 from typing import Any, ClassVar
@@ -59,7 +60,10 @@ class Objective(abc.ABC):
     def example_losses(
         self, model: PretrainingModel, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss sum, count) per example; `generator` draws the random masks or noise (None: the global RNG)."""
+        """(loss sum, count) per example; `generator` draws the random masks or noise (None: the global RNG).
+
+        Evaluation passes a seeded generator: draw each example's masks from its own seed then (`example_seeds`), so
+        they do not depend on the batch or the process the example falls in."""
 
     def record(self, cfg: Any) -> dict[str, Any]:
         """The objective's settings as the card and the saved backbone record them."""
@@ -284,7 +288,8 @@ class MaskedAutoencoder(Objective):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = batch["pixel_values"]
         cfg_patch, ratio = model.head.mask_patch_size, model.head.mask_ratio
-        mask = patch_mask(pixels.shape[0], pixels.shape[2], pixels.shape[3], cfg_patch, ratio, generator).to(pixels)
+        mask = patch_mask(pixels.shape[0], pixels.shape[2], pixels.shape[3], cfg_patch, ratio, example_seeds(pixels, generator))
+        mask = mask.to(pixels)
         masked = pixels * (1 - mask) + model.head.mask_value.to(pixels.dtype) * mask
         reconstruction = model.head(model.backbone.forward_feature_map({**batch, "pixel_values": masked}))
         error = (reconstruction.float() - pixels.float()).abs() * mask
@@ -315,13 +320,33 @@ class PixelDecoder(nn.Module):
         return self.shuffle(self.project(features))
 
 
+def example_seeds(pixels: torch.Tensor, generator: torch.Generator | None) -> list[int] | None:
+    """One seed per image, from the generator's seed and the image's pixels (evaluation); None (training): the global
+    RNG. An image then gets the same mask or noise whatever batch or process it is evaluated in."""
+    if generator is None:
+        return None
+    key = str(generator.initial_seed()).encode()
+    return [
+        int.from_bytes(hashlib.blake2b(image.detach().float().cpu().numpy().tobytes(), digest_size=8, key=key).digest(), "little") >> 1
+        for image in pixels
+    ]  # fmt: skip
+
+
+def _per_example(seeds: list[int] | None, draw: Any, batch: int, *shape: int) -> torch.Tensor:
+    """`draw(size, generator=...)` (torch.rand, torch.randn) for a batch: from the global RNG, or one seed per example."""
+    if seeds is None:
+        return draw(batch, *shape)
+    return torch.stack([draw(*shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+
+
 def patch_mask(
-    batch: int, height: int, width: int, patch: int, ratio: float, generator: torch.Generator | None = None
+    batch: int, height: int, width: int, patch: int, ratio: float, seeds: list[int] | None = None
 ) -> torch.Tensor:
-    """A [batch, 1, height, width] mask of 0/1 with round(ratio x patches) random square patches set per image."""
+    """A [batch, 1, height, width] mask of 0/1 with round(ratio x patches) random square patches set per image
+    (`seeds`: one per image; None: the global RNG)."""
     rows, cols = height // patch, width // patch
     count = max(1, min(rows * cols - 1, round(ratio * rows * cols))) if rows * cols > 1 else 1
-    order = torch.rand(batch, rows * cols, generator=generator).argsort(1)
+    order = _per_example(seeds, torch.rand, batch, rows * cols).argsort(1)
     mask = torch.zeros(batch, rows * cols)
     mask.scatter_(1, order[:, :count], 1.0)
     mask = mask.view(batch, 1, rows, cols)
@@ -351,7 +376,7 @@ class DenoisingAutoencoder(Objective):
         self, model: PretrainingModel, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = batch["pixel_values"]
-        noise = torch.randn(pixels.shape, generator=generator).to(pixels) * model.head.noise_std
+        noise = _per_example(example_seeds(pixels, generator), torch.randn, *pixels.shape).to(pixels) * model.head.noise_std
         reconstruction = model.head(model.backbone({**batch, "pixel_values": pixels + noise}), pixels.shape[2:])
         error = (reconstruction.float() - pixels.float()).abs()
         return error.sum((1, 2, 3)), torch.full((pixels.shape[0],), float(pixels[0].numel()), device=pixels.device)

@@ -125,7 +125,7 @@ class PretrainingTrainer(Trainer):
                 f"{'texts' if cfg.line_by_line else f'blocks of {length} tokens'}."
             )
             self.max_seq_length = length
-            self._eval_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, seed=cfg.seed)
+            self._eval_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, example_seed=cfg.seed)
             train_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, batch_seed=cfg.seed)
             return sets[0], sets[1], train_collate, self._eval_collate
         self._eval_collate = ImageCollate(backbone.preprocessor(train=False))
@@ -157,10 +157,8 @@ class PretrainingTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """The objective's loss on the eval split, with the same masks (or noise) at every evaluation of a run.
-
-        Every example counts once over the processes; the masks come from one seeded generator per process in its
-        batch order, so they (and the loss) change with the process count and the eval batch size."""
+        """The objective's loss on the eval split, with the same masks (or noise) at every evaluation; exact over
+        processes: every example counts once, with masks seeded by `seed` and its own content (whatever its batch)."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
