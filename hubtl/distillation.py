@@ -39,8 +39,8 @@ from torch.utils.data import Dataset as TorchDataset
 from .backbones.base import Backbone, in_given_order
 from .data.lengths import longest_first
 from .errors import ConfigError
-from .processes import gathered_rows, on_every_process, process_slice
 from .objectives import Objective
+from .processes import gathered_rows, on_every_process, process_slice
 from .tasks import Classification, MultiLabel, Regression, Task, get_task
 
 if TYPE_CHECKING:
