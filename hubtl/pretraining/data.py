@@ -51,35 +51,28 @@ def tokenize_texts(
 
 
 class MLMCollate:
-    """transformers' DataCollatorForLanguageModeling giving (batch, labels); `seed` fixes the masks (evaluation).
+    """transformers' DataCollatorForLanguageModeling giving (batch, labels), its masks drawn from `seed` and the tokens.
 
-    With `batch_seed`, each batch's masks come from a generator seeded by it and the batch's tokens (training): the
-    same batch gets the same masks however much of the global RNG went before, so a run resumed mid-epoch masks as
-    the uninterrupted one did (the loader collates a batch ahead of the step, before the checkpoint's RNG state).
-    With `example_seed`, each example's masks come from a generator seeded by it and the example's tokens
-    (evaluation): the same masks whatever batch or process the example is evaluated in.
+    Training masks each batch from a generator seeded by `seed` and the batch's tokens: the same batch gets the same
+    masks however much of the global RNG went before, so a run resumed mid-epoch masks as the uninterrupted one did
+    (the loader collates a batch ahead of the step, before the checkpoint's RNG state). With `per_example`
+    (evaluation), each example is masked from `seed` and its own tokens: the same masks at every evaluation, whatever
+    batch or process the example falls in.
     """
 
-    def __init__(
-        self, tokenizer: Any, mlm_probability: float, whole_word_mask: bool, seed: int | None = None,
-        batch_seed: int | None = None, example_seed: int | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, tokenizer: Any, mlm_probability: float, whole_word_mask: bool, seed: int, per_example: bool = False) -> None:
         from transformers import DataCollatorForLanguageModeling
 
         self.collator = DataCollatorForLanguageModeling(
-            tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, seed=seed
+            tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask
         )
-        self.batch_seed = batch_seed
-        self.example_seed = example_seed
-
-    def reset(self) -> None:
-        """Draw the same masks again from the next batch on (with a seed: every evaluation masks the same tokens)."""
-        self.collator.generator = None
+        self.seed = seed
+        self.per_example = per_example
 
     def __call__(self, examples: list[tuple[dict[str, list[int]], int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         features = [example for example, _ in examples]
-        if self.example_seed is not None:  # one example at a time: no padding of offset_mapping needed
-            batch = self._padded([self._masked([f], self.example_seed) for f in features])
+        if self.per_example:  # one example at a time: no padding of offset_mapping needed
+            batch = self._padded([self._masked([f]) for f in features])
             return batch, batch["labels"]
         if "offset_mapping" in features[0]:  # whole-word masking: the tokenizer pads every key but this one
             longest = max(len(f["input_ids"]) for f in features)
@@ -90,12 +83,12 @@ class MLMCollate:
                  else (pad + list(f["offset_mapping"]))[-longest:]}
                 for f in features
             ]  # fmt: skip
-        batch = self._masked(features, self.batch_seed) if self.batch_seed is not None else dict(self.collator(features))
+        batch = self._masked(features)
         return batch, batch["labels"]
 
-    def _masked(self, features: list[dict[str, Any]], seed: int) -> dict[str, torch.Tensor]:
+    def _masked(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """The collator's batch of `features`, masked from a generator seeded by `seed` and their tokens."""
-        digest = hashlib.blake2b(str(seed).encode(), digest_size=8)
+        digest = hashlib.blake2b(str(self.seed).encode(), digest_size=8)
         for f in features:
             digest.update(np.asarray(f["input_ids"], dtype=np.int64).tobytes())
         self.collator.seed = int.from_bytes(digest.digest(), "little") >> 1
@@ -125,9 +118,6 @@ class ImageCollate:
 
     def __init__(self, preprocessor: Any) -> None:
         self.preprocessor = preprocessor
-
-    def reset(self) -> None:
-        """Nothing to reset: image masks and noise are drawn by the objective."""
 
     def __call__(self, examples: list[tuple[Any, Any]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         batch = self.preprocessor([raw for raw, _ in examples])

@@ -125,11 +125,11 @@ class PretrainingTrainer(Trainer):
                 f"{'texts' if cfg.line_by_line else f'blocks of {length} tokens'}."
             )
             self.max_seq_length = length
-            self._eval_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, example_seed=cfg.seed)
-            train_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, batch_seed=cfg.seed)
-            return sets[0], sets[1], train_collate, self._eval_collate
-        self._eval_collate = ImageCollate(backbone.preprocessor(train=False))
-        return self.data.train, self.data.eval, ImageCollate(backbone.preprocessor(train=cfg.augment)), self._eval_collate
+            train_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, cfg.seed)
+            eval_collate = MLMCollate(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, cfg.seed, per_example=True)
+            return sets[0], sets[1], train_collate, eval_collate
+        train_images, eval_images = ImageCollate(backbone.preprocessor(train=cfg.augment)), ImageCollate(backbone.preprocessor(train=False))
+        return self.data.train, self.data.eval, train_images, eval_images
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """The strategy's groups, with the head's weights tied to the backbone's (MLM output embeddings) listed once."""
@@ -164,7 +164,6 @@ class PretrainingTrainer(Trainer):
         acc = self.accelerator
         model = acc.unwrap_model(self.module)
         model.eval()
-        self._eval_collate.reset()
         generator = torch.Generator().manual_seed(self.cfg.seed)
         total, count, examples = 0.0, 0.0, 0
         batches = tqdm(self.eval_loader, desc="evaluate", unit="batch", leave=False, disable=not self._bars)
