@@ -145,8 +145,8 @@ class Checkpoints:
         """The progress a checkpoint recorded, read without loading anything into the run."""
         return TrainerState(**json.loads((checkpoint / STATE_NAME).read_text()))
 
-    def load(self, checkpoint: Path) -> TrainerState:
-        """Restore weights, optimizer, scheduler and RNG into the prepared objects; return the saved progress."""
+    def load(self, checkpoint: Path) -> None:
+        """Restore weights, optimizer, scheduler and RNG into the prepared objects (the progress: `saved_state`)."""
         try:
             self.accelerator.load_state(str(checkpoint))
         except RuntimeError as err:  # a model of other shapes or parameters than the checkpoint's (older checkpoints)
@@ -156,7 +156,6 @@ class Checkpoints:
                 "config that wrote it (the run's training/config.yaml), or start afresh with --overwrite_output_dir "
                 "true or another output_dir."
             ) from err
-        return self.saved_state(checkpoint)
 
     def best_weights(self, epoch: int) -> Path:
         """Where the weights of the best epoch so far are kept."""

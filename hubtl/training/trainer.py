@@ -393,8 +393,8 @@ class Trainer:
     def _resume(self, checkpoint: Path, shape: dict[str, Any]) -> None:
         """Restore weights, optimizer, scheduler, RNG and progress from a checkpoint; warn if `shape` (this run's
         `_run_shape`) differs from the run that wrote it; refuse one that holds another model."""
-        written = self.checkpoints.saved_state(checkpoint).run_shape.get(MODEL_SHAPE, {})
-        changed = [f"{k} {written[k]} (now {shape[MODEL_SHAPE].get(k)})" for k in written if shape[MODEL_SHAPE].get(k) != written[k]]
+        saved = self.checkpoints.saved_state(checkpoint)
+        changed = _changes(saved.run_shape.get(MODEL_SHAPE, {}), shape[MODEL_SHAPE])
         if changed:
             raise ConfigError(
                 f"{checkpoint} was written by a run with {', '.join(changed)}: this run cannot continue it (another "
@@ -402,7 +402,8 @@ class Trainer:
                 "run's training/config.yaml has them; fsdp: the same accelerate launch), or start afresh with "
                 "--overwrite_output_dir true or another output_dir."
             )
-        self.state = self.checkpoints.load(checkpoint)
+        self.checkpoints.load(checkpoint)
+        self.state = saved
         if self.stream is not None:  # this process's stream position, buffer and RNG (stream_state_<rank>.json)
             path = checkpoint / state_file(self.accelerator.process_index)
             if not path.is_file():
@@ -413,8 +414,7 @@ class Trainer:
             self.stream.load_state_dict(json.loads(path.read_text()))
         self._saved_step = self.state.global_step
         self._log(f"Resumed from {checkpoint} at step {self.state.global_step} (epoch {self.state.epoch + 1}).")
-        then = {k: v for k, v in self.state.run_shape.items() if k != MODEL_SHAPE}
-        changed = [f"{k} {then[k]} (now {shape.get(k)})" for k in then if shape.get(k) != then[k]]
+        changed = _changes({k: v for k, v in saved.run_shape.items() if k != MODEL_SHAPE}, shape)
         if changed and self.main:  # checkpoints older than run_shape record nothing to compare
             logger.warning(
                 "The checkpoint was written by a run with %s: the step count, the optimizer state and the learning "
@@ -763,6 +763,11 @@ class Trainer:
         """Log on the main process only."""
         if self.main:
             logger.info(message)
+
+
+def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'key then (now value)' for each key a checkpoint recorded whose value this run differs in."""
+    return [f"{k} {then[k]} (now {now.get(k)})" for k in then if now.get(k) != then[k]]
 
 
 def _scheduler(cfg: TrainingConfig, optimizer: Any, total_steps: int) -> Any:
