@@ -214,9 +214,9 @@ def check_save_load(s: Subject) -> str:
     _require(spec.get("plugin") == s.plugin_name, f"config.json names backbone plugin {spec.get('plugin')!r}.")
     probe = list(reversed(s.examples))
     before, after = model.embed(probe), loaded.embed(probe)
-    diff, scale = _max_diff(before, after), float(before.abs().max()) if before.numel() else 0.0
+    diff, feature_scale = _max_diff(before, after), float(before.abs().max()) if before.numel() else 0.0
     _require(
-        _beyond_tolerance(before, after, atol=_rtol(before.dtype) * scale) == 0,
+        _beyond_tolerance(before, after, atol=_rtol(before.dtype) * feature_scale) == 0,
         f"features after save_pretrained/from_pretrained differ by up to {diff:.3g} (tolerance {_rtol(before.dtype):g} "
         "relative): some state is not a parameter or buffer (register it), from_spec builds a different preprocessing, "
         "or the preprocessing depends on the inputs it has seen (a vocabulary grown on the fly: save it with save_files).",
@@ -233,7 +233,7 @@ def check_save_load(s: Subject) -> str:
     else:
         fresh_diff = _max_diff(before, fresh)
         _require(
-            _beyond_tolerance(before, fresh, atol=_rtol(before.dtype) * scale) == 0,
+            _beyond_tolerance(before, fresh, atol=_rtol(before.dtype) * feature_scale) == 0,
             f"features of the saved model loaded in a fresh process (PYTHONHASHSEED={seed}) differ by up to "
             f"{fresh_diff:.3g}: the rebuilt preprocessing depends on the process (a vocabulary in `set` or `hash()` "
             "order, say). Save what it needs with save_files, in a fixed order, and record a digest of it in config().",
