@@ -278,7 +278,7 @@ def read_backbone_config(directory: str | os.PathLike, name: str | None = None) 
     path = Path(directory) / BACKBONE_CONFIG_NAME
     where = name or str(directory)
     if not path.is_file():
-        hint = " (it is a fine-tuned model: load it with TransferModel.from_pretrained)" if (Path(directory) / CONFIG_NAME).is_file() and _is_hubtl_model(Path(directory)) else ""
+        hint = " (it is a fine-tuned model: load it with TransferModel.from_pretrained)" if (Path(directory) / CONFIG_NAME).is_file() and is_hubtl_model(Path(directory)) else ""
         raise ModelLoadError(
             f"{where} has no {BACKBONE_CONFIG_NAME}: it is not a pre-trained hubtl backbone{hint}. Write one with "
             "`hubtl pretrain CONFIG.yaml`."
@@ -304,7 +304,7 @@ def read_backbone_config(directory: str | os.PathLike, name: str | None = None) 
     return config
 
 
-def _is_hubtl_model(directory: Path) -> bool:
+def is_hubtl_model(directory: Path) -> bool:
     """True when a folder's config.json is a hubtl model's."""
     try:
         return json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")).get("library_name") == "hubtl"

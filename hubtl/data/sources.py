@@ -7,7 +7,9 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -16,7 +18,7 @@ from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
 from ..errors import ConfigError, DataError
 from ..hub.client import looks_like_repo_id
-from ..layout import BACKBONE_CONFIG_NAME, CHECKPOINTS_DIR, CONFIG_NAME
+from ..layout import BACKBONE_CONFIG_NAME, CHECKPOINTS_DIR, CONFIG_NAME, is_hubtl_model
 from .config import DatasetConfig
 
 #: split names taken as the eval split, in this order, when `eval_split` is not set
@@ -177,23 +179,13 @@ def _hubtl_outputs(path: str) -> list[str]:
     """Folders under `path` (relative) that hubtl wrote: a run's output folder or a pre-trained backbone folder."""
     found = []
     for folder, dirs, names in os.walk(path):
-        if folder != path and (CHECKPOINTS_DIR in dirs or BACKBONE_CONFIG_NAME in names or _is_hubtl_config(folder, names)):
+        written = CHECKPOINTS_DIR in dirs or BACKBONE_CONFIG_NAME in names
+        if folder != path and (written or (CONFIG_NAME in names and is_hubtl_model(Path(folder)))):
             found.append(os.path.relpath(folder, path))
             dirs[:] = []
         else:
             dirs[:] = [d for d in dirs if not d.startswith(".")]
     return found
-
-
-def _is_hubtl_config(folder: str, names: list[str]) -> bool:
-    """Whether `folder` holds a hubtl model's config.json (its library_name is hubtl)."""
-    if CONFIG_NAME not in names:
-        return False
-    try:
-        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
-            return '"library_name": "hubtl"' in f.read(1 << 16)
-    except OSError:
-        return False
 
 
 def _warn_empty_class_folders(path: str) -> None:
@@ -208,7 +200,7 @@ def _warn_empty_class_folders(path: str) -> None:
                        "them or remove them.", len(empty), path, ", ".join(sorted(empty)[:5]))  # fmt: skip
 
 
-def _extensions_under(path: str, skip: list[str] = ()) -> set[str]:  # type: ignore[assignment]
+def _extensions_under(path: str, skip: Sequence[str] = ()) -> set[str]:
     """File extensions found under a folder (hidden entries and the `skip` folders ignored), stopping at the first image."""
     found: set[str] = set()
     skipped = {os.path.join(path, s) for s in skip}
