@@ -83,14 +83,15 @@ FSDP_EXAMPLE = ["--config_file", str(EXAMPLES / "fsdp.yaml"), "--num_processes",
 
 
 def _launch(config: Path, out: Path, *overrides: str, check: bool = True, launch: list[str] = DDP,
-            port: int | None = None, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+            port: int | None = None, wait: bool = True, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess | subprocess.Popen:  # fmt: skip
     command = [
         sys.executable, "-m", "accelerate.commands.launch", *launch, "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(port or _free_port()),
         "-m", "hubtl.train", str(config), "--output_dir", str(out), *overrides,
     ]
     # GPUs hidden: on a machine with one GPU, Accelerate's barrier would still address cuda:<rank> (seen on an H200)
-    env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -294,13 +295,7 @@ def test_processes_that_read_different_examples_stop_with_one_message(tmp_path: 
         "num_train_epochs": 1, "per_device_train_batch_size": 2, "report_to": "none", "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }))  # fmt: skip
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", *DDP, "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), "-m", "hubtl.train", str(config), "--output_dir", str(tmp_path / "out"),
-        "--import", "disagree",
-    ]  # fmt: skip
-    env = {**ENV, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+    done = _launch(config, tmp_path / "out", "--import", "disagree", check=False, env={"PYTHONPATH": str(tmp_path)})
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("hubtl: error:")]
     assert len(errors) == 1 and "do not agree on the data they read" in errors[0], done.stderr[-3000:]
